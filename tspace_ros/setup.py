@@ -1,0 +1,33 @@
+"""Install the tspace_ros Python package, its launch files, configuration and nodes."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'tspace_ros'
+
+# Every node is a console script, so `ros2 run tspace_ros <node>` works.
+NODES = {
+    'window_source': 'tspace_ros.nodes.window_source:main',
+}
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='tspace_ros maintainers',
+    maintainer_email='maintainers@tspace-ros.org',
+    description='Learning vehicle control with deep reinforcement learning on ROS 2.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [f'{name} = {target}' for name, target in NODES.items()],
+    },
+)

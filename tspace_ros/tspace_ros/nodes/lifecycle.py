@@ -1,0 +1,65 @@
+"""Shared pieces of our lifecycle nodes: typed parameters and the process main loop."""
+
+from typing import Callable, Optional, Sequence, Tuple
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+_PARAMETER_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+}
+
+
+class TspaceLifecycleNode(LifecycleNode):
+    """A LifecycleNode that declares described parameters and knows when it is finalized."""
+
+    def __init__(self, node_name: str, **kwargs):
+        """Create the node; `finalized` turns True once it reaches the finalized state."""
+        super().__init__(node_name, **kwargs)
+        self.finalized = False
+
+    def declare_described(self, name: str, default, description: str,
+                          value_range: Optional[Tuple[float, float]] = None):
+        """Declare a parameter with its type, description and optional inclusive range."""
+        descriptor = ParameterDescriptor(
+            name=name, type=_PARAMETER_TYPES[type(default)], description=description)
+        if value_range is not None:
+            low, high = value_range
+            if isinstance(default, int) and not isinstance(default, bool):
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(low), to_value=int(high), step=0)]
+            else:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(low), to_value=float(high), step=0.0)]
+        return self.declare_parameter(name, default, descriptor)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        """Mark the node finalized so that its process can exit."""
+        self.finalized = True
+        return TransitionCallbackReturn.SUCCESS
+
+
+def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
+                       args: Optional[Sequence[str]] = None) -> int:
+    """Spin one lifecycle node until it is finalized, SIGINT/SIGTERM, or rclpy shuts down."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not node.finalized:
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
