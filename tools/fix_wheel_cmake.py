@@ -1,4 +1,5 @@
-"""Point the ROS 2 wheels' exported CMake files at this Python's headers.
+"""
+Point the ROS 2 wheels' exported CMake files at this Python's headers.
 
 The wheels on PyPI were built on a manylinux machine whose Python lives in
 /opt/python/cp311-cp311. Their exported CMake targets (``share/**/*.cmake``)

@@ -22,6 +22,7 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
     ],
     install_requires=['setuptools'],
+    extras_require={'test': ['pytest']},
     zip_safe=True,
     maintainer='tspace_ros maintainers',
     maintainer_email='maintainers@tspace-ros.org',

@@ -1,4 +1,5 @@
-"""tspace_ros: learning vehicle control with deep reinforcement learning on ROS 2.
+"""
+tspace_ros: learning vehicle control with deep reinforcement learning on ROS 2.
 
 The data flow is the package layout:
 

@@ -5,6 +5,7 @@ from typing import Callable, Optional, Sequence, Tuple
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
@@ -23,10 +24,17 @@ class TspaceLifecycleNode(LifecycleNode):
         """Create the node; `finalized` turns True once it reaches the finalized state."""
         super().__init__(node_name, **kwargs)
         self.finalized = False
+        self._parameter_errors = []
 
     def declare_described(self, name: str, default, description: str,
                           value_range: Optional[Tuple[float, float]] = None):
-        """Declare a parameter with its type, description and optional inclusive range."""
+        """
+        Declare a parameter with its type, description and optional inclusive range.
+
+        A given value of the wrong type or out of range does not kill the process:
+        the parameter keeps its default, the error is kept, and
+        ``parameters_valid()`` (called first in ``on_configure``) reports it.
+        """
         descriptor = ParameterDescriptor(
             name=name, type=_PARAMETER_TYPES[type(default)], description=description)
         if value_range is not None:
@@ -37,7 +45,17 @@ class TspaceLifecycleNode(LifecycleNode):
             else:
                 descriptor.floating_point_range = [FloatingPointRange(
                     from_value=float(low), to_value=float(high), step=0.0)]
-        return self.declare_parameter(name, default, descriptor)
+        try:
+            return self.declare_parameter(name, default, descriptor)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            self._parameter_errors.append(f'parameter {name!r}: {error}')
+            return self.declare_parameter(name, default, descriptor, ignore_override=True)
+
+    def parameters_valid(self) -> bool:
+        """Log every rejected parameter value; True when there is none."""
+        for message in self._parameter_errors:
+            self.get_logger().error(f'configure failed: {message}')
+        return not self._parameter_errors
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         """Mark the node finalized so that its process can exit."""

@@ -1,4 +1,5 @@
-"""Lifecycle node that publishes synthetic observation windows.
+"""
+Lifecycle node that publishes synthetic observation windows.
 
 A plumbing check and demo source: while active it publishes one
 ``tspace_interfaces/ObservationWindow`` per window period on ``observation/window``
@@ -46,6 +47,8 @@ class WindowSource(TspaceLifecycleNode):
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Build the synthetic drive and the (lifecycle) publisher."""
+        if not self.parameters_valid():
+            return TransitionCallbackReturn.FAILURE
         p = {name: self.get_parameter(name).value for name in (
             'vehicle_id', 'driver_id', 'episode_id', 'sample_rate_hz', 'samples_per_window',
             'publish_period_s', 'seed')}

@@ -1,4 +1,5 @@
-"""A synthetic, deterministic signal source for plumbing checks and demos.
+"""
+A synthetic, deterministic signal source for plumbing checks and demos.
 
 It makes plausible vehicle signals (speed, pedal, brake, battery current and
 voltage) from a smooth speed profile, without any vehicle model: the simulated
@@ -19,7 +20,8 @@ UNITS = ('km/h', '1', 'bar', 'A', 'V')
 
 @dataclass
 class SyntheticDrive:
-    """Cut a synthetic drive into consecutive windows.
+    """
+    Cut a synthetic drive into consecutive windows.
 
     Attributes
     ----------

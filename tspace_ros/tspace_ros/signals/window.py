@@ -1,4 +1,5 @@
-"""The observation window: signals x samples at a fixed rate, with ids and UTC stamps.
+"""
+The observation window: signals x samples at a fixed rate, with ids and UTC stamps.
 
 This is the ROS-free twin of ``tspace_interfaces/msg/ObservationWindow``: the
 core builds and checks windows, the nodes convert them to and from messages.
@@ -19,7 +20,8 @@ class WindowError(ValueError):
 
 @dataclass(frozen=True)
 class SignalWindow:
-    """A fixed-rate window of vehicle signals.
+    """
+    A fixed-rate window of vehicle signals.
 
     Attributes
     ----------
@@ -55,7 +57,8 @@ class SignalWindow:
         """Normalise types and reject inconsistent windows with a WindowError."""
         samples = np.asarray(self.samples, dtype=np.float32)
         if samples.ndim != 2:
-            raise WindowError(f'samples must be 2-D (signals x samples), got shape {samples.shape}')
+            raise WindowError(
+                f'samples must be 2-D (signals x samples), got shape {samples.shape}')
         n_signals, n_samples = samples.shape
         names = tuple(self.signal_names)
         units = tuple(self.units)
@@ -91,17 +94,17 @@ class SignalWindow:
 
     @property
     def n_signals(self) -> int:
-        """Number of signals (rows)."""
+        """Return the number of signals (rows)."""
         return self.samples.shape[0]
 
     @property
     def n_samples(self) -> int:
-        """Samples per signal (columns)."""
+        """Return the number of samples per signal (columns)."""
         return self.samples.shape[1]
 
     @property
     def duration_s(self) -> float:
-        """Time covered by the window, s: n_samples / sample_rate_hz."""
+        """Return the time the window covers, s: n_samples / sample_rate_hz."""
         return self.n_samples / self.sample_rate_hz
 
     def signal(self, name: str) -> np.ndarray:

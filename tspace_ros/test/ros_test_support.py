@@ -1,0 +1,123 @@
+"""Helpers for tests that run ROS 2 nodes: spinning until a condition, node processes."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def spin_until(executor, predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Spin the executor until predicate() is true or timeout_s passes; return predicate()."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return predicate()
+        executor.spin_once(timeout_sec=min(0.05, remaining))
+    return True
+
+
+def spin_for(executor, duration_s: float) -> None:
+    """Spin the executor for duration_s (to observe that something does NOT happen)."""
+    deadline = time.monotonic() + duration_s
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+def call(executor, client, request, timeout_s: float = 10.0):
+    """Call a service and spin until the response arrives; fail the test on time-out."""
+    future = client.call_async(request)
+    assert spin_until(executor, future.done, timeout_s), \
+        f'no response from {client.srv_name} within {timeout_s} s'
+    return future.result()
+
+
+class NodeProcess:
+    """A tspace_ros node in its own process, stopped by PID (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, module: str, log_path: pathlib.Path,
+                 ros_args: Sequence[str] = (), env: Optional[dict] = None):
+        """Start ``python -m <module> --ros-args <ros_args>``; output goes to log_path."""
+        self.log_path = log_path
+        self._log = open(log_path, 'wb')
+        command = [sys.executable, '-m', module]
+        if ros_args:
+            command += ['--ros-args', *ros_args]
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **(env or {})))
+
+    @property
+    def pid(self) -> int:
+        """Return the process id of the node."""
+        return self.process.pid
+
+    def wait(self, timeout_s: float) -> Optional[int]:
+        """Wait for the process to exit; return its code, or None if it is still running."""
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """Stop the process by its PID: SIGTERM, then SIGKILL after timeout_s."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            if self.wait(timeout_s) is None:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def output(self) -> str:
+        """Return everything the process printed so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def __enter__(self):
+        """Use as a context manager that always stops the process."""
+        return self
+
+    def __exit__(self, *exc):
+        """Stop the process (by PID) on leaving the block."""
+        self.stop()
+
+
+class RosContext:
+    """An rclpy context and executor of the test's own; shut down on exit."""
+
+    def __init__(self, executor_class=SingleThreadedExecutor):
+        """Choose the executor class (MultiThreadedExecutor for blocking callbacks)."""
+        self._executor_class = executor_class
+
+    def __enter__(self):
+        """Initialise rclpy in a fresh context."""
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = self._executor_class(context=self.context)
+        self._nodes = []
+        return self
+
+    def node(self, name: str):
+        """Create a node in this context and add it to the executor."""
+        node = rclpy.create_node(name, context=self.context)
+        self.executor.add_node(node)
+        self._nodes.append(node)
+        return node
+
+    def __exit__(self, *exc):
+        """Destroy the nodes and shut the context down."""
+        self.executor.shutdown()
+        for node in self._nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
