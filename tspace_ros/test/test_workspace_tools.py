@@ -105,8 +105,8 @@ def _junit(path: pathlib.Path, outcomes):
 def test_summary_counts_outcomes_over_packages_and_fails_on_failure(tmp_path, capsys):
     summary = _load_tool('test_summary')
     _junit(tmp_path / 'pkg_a' / 'pytest.xml', ['', '', '<skipped/>'])
-    _junit(tmp_path / 'pkg_b' / 'test_results' / 'pkg_b' / 'x.xml', ['', '<failure/>',
-                                                                   '<error/>'])
+    _junit(tmp_path / 'pkg_b' / 'test_results' / 'pkg_b' / 'x.xml',
+           ['', '<failure/>', '<error/>'])
     assert summary.main(['test_summary', str(tmp_path)]) == 1
     assert capsys.readouterr().out.strip() == 'tests: 3 passed, 2 failed, 1 skipped'
 
