@@ -11,6 +11,11 @@ NODES = {
     'window_source': 'tspace_ros.nodes.window_source:main',
 }
 
+# Commands that are not nodes.
+COMMANDS = {
+    'bringup': 'tspace_ros.bringup:main',
+}
+
 setup(
     name=PACKAGE,
     version='0.1.0',
@@ -29,6 +34,7 @@ setup(
     description='Learning vehicle control with deep reinforcement learning on ROS 2.',
     license='Apache-2.0',
     entry_points={
-        'console_scripts': [f'{name} = {target}' for name, target in NODES.items()],
+        'console_scripts': [
+            f'{name} = {target}' for name, target in {**NODES, **COMMANDS}.items()],
     },
 )

@@ -15,6 +15,12 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
 
 
+def lint_paths():
+    """Return the paths the linters check: this package, plus the repository's tools."""
+    extras = [REPO_ROOT / name for name in ('tools', 'bench')]
+    return [str(PACKAGE_DIR)] + [str(path) for path in extras if path.is_dir()]
+
+
 def spin_until(executor, predicate: Callable[[], bool], timeout_s: float) -> bool:
     """Spin the executor until predicate() is true or timeout_s passes; return predicate()."""
     deadline = time.monotonic() + timeout_s

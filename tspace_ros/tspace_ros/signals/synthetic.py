@@ -63,9 +63,14 @@ class SyntheticDrive:
         accel = 30.0 * (2.0 * math.pi / 60.0) * np.sin(2.0 * math.pi * t / 60.0) / 3.6  # m/s^2
         pedal = np.clip(0.15 + 0.6 * accel, 0.0, 1.0) * (accel > -0.05)
         brake = np.clip(-8.0 * accel, 0.0, None) * (accel < -0.05)
-        current = 0.05 * speed * (1.0 + 4.0 * pedal) - 20.0 * (brake > 0)
-        current = current + self._rng.normal(0.0, 0.5, n)
-        voltage = 400.0 - 0.08 * current
+        # Battery current from a road-load balance of a 3.5 t van (no drivetrain
+        # model: 90 % efficiency driving, 60 % recovered when braking).
+        v = speed / 3.6
+        force = 3500.0 * accel + 3500.0 * 9.81 * 0.01 + 0.5 * 1.2 * 1.4 * v * v
+        power = force * v
+        power = np.where(power > 0.0, power / 0.9, power * 0.6)
+        current = power / 400.0 + self._rng.normal(0.0, 0.5, n)
+        voltage = 400.0 - 0.08 * current  # open-circuit 400 V, 80 mOhm
         samples = np.vstack([speed, pedal, brake, current, voltage]).astype(np.float32)
         start_ns = end_ns - round((n - 1) * NS_PER_S / self.sample_rate_hz)
         window = SignalWindow(
