@@ -3,8 +3,9 @@
 import array
 
 from builtin_interfaces.msg import Time
+import can
 import numpy as np
-from tspace_interfaces.msg import ObservationWindow
+from tspace_interfaces.msg import CanFrame, ObservationWindow
 
 from tspace_ros.signals.window import NS_PER_S, SignalWindow, WindowError
 
@@ -60,3 +61,42 @@ def window_from_msg(msg: ObservationWindow) -> SignalWindow:
         signal_names=tuple(msg.signal_names), units=tuple(msg.units),
         samples=flat.reshape(n_signals, n),
         start_ns=time_to_ns(msg.window_start), end_ns=time_to_ns(msg.window_end))
+
+
+def frame_to_msg(frame: can.Message) -> CanFrame:
+    """Build a CanFrame message from a python-can Message (timestamp: UTC seconds)."""
+    msg = CanFrame()
+    msg.stamp = time_from_ns(round(frame.timestamp * NS_PER_S))
+    msg.id = frame.arbitration_id
+    msg.is_extended = frame.is_extended_id
+    msg.is_fd = frame.is_fd
+    msg.bitrate_switch = frame.bitrate_switch
+    msg.is_remote = frame.is_remote_frame
+    msg.is_error = frame.is_error_frame
+    msg.length = len(frame.data)
+    msg.data = bytes(frame.data)
+    return msg
+
+
+def frame_from_msg(msg: CanFrame) -> can.Message:
+    """
+    Build a python-can Message from a CanFrame message.
+
+    Raises ValueError when the frame cannot exist on a bus: an id wider than 11
+    (standard) or 29 (extended) bits, a length that disagrees with the data, or
+    more than 8 data bytes on a classic frame.
+    """
+    limit = 0x1FFFFFFF if msg.is_extended else 0x7FF
+    if msg.id > limit:
+        raise ValueError(f'CAN id 0x{msg.id:X} does not fit a '
+                         f'{"29" if msg.is_extended else "11"}-bit identifier')
+    data = bytes(msg.data)
+    if msg.length != len(data) and not msg.is_remote:
+        raise ValueError(f'length {msg.length} disagrees with {len(data)} data bytes')
+    if len(data) > 8 and not msg.is_fd:
+        raise ValueError(f'{len(data)} data bytes on a classic CAN frame (at most 8)')
+    return can.Message(
+        timestamp=time_to_ns(msg.stamp) / NS_PER_S, arbitration_id=msg.id,
+        is_extended_id=msg.is_extended, is_remote_frame=msg.is_remote,
+        is_error_frame=msg.is_error, is_fd=msg.is_fd, bitrate_switch=msg.bitrate_switch,
+        dlc=msg.length, data=data)
