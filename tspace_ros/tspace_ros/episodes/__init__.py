@@ -1,0 +1,1 @@
+"""Episodes: the driver's episode control and how windows become experience."""
