@@ -25,6 +25,8 @@ setup(
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/config/vehicles', glob('config/vehicles/*.yaml')),
+        ('share/' + PACKAGE + '/config/dbc', glob('config/dbc/*.dbc')),
     ],
     install_requires=['setuptools'],
     extras_require={'test': ['pytest']},

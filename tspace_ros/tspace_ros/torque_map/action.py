@@ -1,0 +1,68 @@
+"""
+The agent's action on the torque map: which rows it changes and what it flashes.
+
+An action changes ``rows_per_action`` (tspace: 4) consecutive speed rows around
+the current speed: an array of rows_per_action x n_cols values in [-1, 1]
+(tanh output; tspace: 4 x 17 = 68). The flashed torque is
+``default + action x budget`` clipped to the safety gate's limits, so a map
+made here always passes ``SafetyGate.check``.
+"""
+
+import math
+
+import numpy as np
+
+from tspace_ros.torque_map.map import ORIGIN_AGENT, TorqueMap
+from tspace_ros.torque_map.safety_gate import torque_limits
+
+
+def action_rows(top_speed_kph: float, n_rows: int, rows_per_action: int = 4) -> range:
+    """
+    Return the speed rows an action changes, for a window's top speed (km/h).
+
+    tspace's rule: the first row is 0 below 20 km/h, 1 below 30 km/h, then one
+    row more per 10 km/h (30..40 km/h: 2, ...). The range is clamped into the
+    table (tspace computed row 16 of a 14-row map at high speed): the first row
+    is at most n_rows - rows_per_action. Negative speeds (reversing) give row 0.
+    """
+    if not math.isfinite(top_speed_kph):
+        raise ValueError(f'top speed must be finite, got {top_speed_kph}')
+    if not 1 <= rows_per_action <= n_rows:
+        raise ValueError(f'rows_per_action must be 1..{n_rows}, got {rows_per_action}')
+    first = max(0, math.floor(top_speed_kph / 10.0) - 1)
+    first = min(first, n_rows - rows_per_action)
+    return range(first, first + rows_per_action)
+
+
+def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
+                 torque_budget_nm: float = 250.0, upper_bound: float = 1.0,
+                 policy_version: int = 0) -> TorqueMap:
+    """
+    Return the map an action asks for: current, with rows from row_start replaced.
+
+    action: rows_per_action x n_cols values (a flat array of a multiple of
+    n_cols values is reshaped), clipped to [-1, 1]; NaN or infinite values
+    raise ValueError (a broken policy must not reach the vehicle). New rows:
+    clip(default + action x torque_budget_nm, lower, upper) with the safety
+    gate's limits (``torque_limits``). The result has origin ORIGIN_AGENT and
+    the given policy version.
+    """
+    if not default.same_breakpoints(current):
+        raise ValueError('default and current maps have different breakpoints')
+    n_rows, n_cols = default.shape
+    a = np.asarray(action, dtype=np.float64)
+    if a.ndim == 1 and a.size % n_cols == 0 and a.size:
+        a = a.reshape(-1, n_cols)
+    if a.ndim != 2 or a.shape[1] != n_cols or a.shape[0] < 1:
+        raise ValueError(f'action must have shape (rows, {n_cols}), got {np.shape(action)}')
+    if not np.all(np.isfinite(a)):
+        raise ValueError('action contains NaN or infinite values')
+    rows = slice(row_start, row_start + a.shape[0])
+    if row_start < 0 or row_start + a.shape[0] > n_rows:
+        raise ValueError(f'action rows {row_start}..{row_start + a.shape[0] - 1} outside the '
+                         f'table of {n_rows} rows')
+    base = default.torque_nm[rows]
+    lower, upper = torque_limits(base, torque_budget_nm, upper_bound)
+    table = np.array(current.torque_nm)
+    table[rows] = np.clip(base + np.clip(a, -1.0, 1.0) * torque_budget_nm, lower, upper)
+    return current.with_torque(table, policy_version=policy_version, origin=ORIGIN_AGENT)
