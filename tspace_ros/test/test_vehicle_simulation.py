@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from tspace_ros.torque_map import SafetyGate
 from tspace_ros.vehicle import (CYCLE_NAMES, drive_cycle, DriveCycle, DriveCycleError,
                                 load_vehicle_parameters, SAMPLE_UNITS, VehicleConfigError,
                                 VehicleSample, VehicleSimulation)
@@ -60,6 +61,22 @@ def test_a_scaled_down_map_changes_pedal_use_and_energy(wltc_default, wltc_half_
     assert half.regenerated_wh < default.regenerated_wh - 20.0
     assert half.friction_brake_wh > default.friction_brake_wh + 40.0
     assert half.battery_energy_wh > default.battery_energy_wh * 1.005
+
+
+def test_more_lift_off_regeneration_within_the_gate_saves_energy(wltc_default):
+    """What an agent may do (default - budget at low pedal) wins back friction braking."""
+    gate = SafetyGate(DEFAULT_MAP)
+    torque = DEFAULT_MAP.torque_nm.copy()
+    low_pedal = np.asarray(DEFAULT_MAP.pedal_breakpoints) <= 0.12
+    torque[:, low_pedal] -= gate.torque_budget_nm
+    stronger = DEFAULT_MAP.with_torque(torque, policy_version=1)
+    assert gate.check_full_map(stronger).ok
+    result = VehicleSimulation(PARAMS, 'wltc3b', torque_map=stronger).run()
+    assert result.rms_speed_error_kph < WLTC_RMS_ERROR_KPH
+    assert result.mean_pedal > wltc_default.mean_pedal  # pressing to hold off the regen
+    assert result.regenerated_wh > wltc_default.regenerated_wh + 50.0
+    assert result.friction_brake_wh < 0.7 * wltc_default.friction_brake_wh
+    assert result.energy_per_km_wh < 0.99 * wltc_default.energy_per_km_wh
 
 
 def test_samples_have_the_signal_rate_fields_and_units():

@@ -9,7 +9,7 @@ import pytest
 from tspace_ros.torque_map import (DEFAULT_PEDAL_BREAKPOINTS, DEFAULT_SPEED_BREAKPOINTS_KPH,
                                    TorqueMap, TorqueMapError)
 from tspace_ros.vehicle import Driveline, load_vehicle_parameters, Motor, Vcu
-from tspace_ros.vehicle.default_map import design_default_map
+from tspace_ros.vehicle.default_map import design_default_map, LIFT_OFF_REGEN_NM
 
 PARAMS = load_vehicle_parameters()
 DEFAULT_MAP = PARAMS.load_default_map()
@@ -54,7 +54,7 @@ def test_motor_torque_is_map_torque_through_the_reduction():
         axle = vcu.map_torque_nm(speed, pedal)
         expected = axle / (RATIO * EFFICIENCY) if axle >= 0 else axle * EFFICIENCY / RATIO
         assert vcu.motor_torque_nm(pedal, speed, motor_rad_s(speed)) == pytest.approx(expected)
-    assert vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-2300.0)
+    assert vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-LIFT_OFF_REGEN_NM)
 
 
 def test_envelope_limits_what_the_map_asks():
@@ -78,7 +78,7 @@ def test_set_map_reset_and_version():
     vcu.set_map(uniform_map(100.0))
     assert vcu.map_version == 7 and vcu.map_torque_nm(55.0, 0.5) == pytest.approx(100.0)
     vcu.reset_to_default()
-    assert vcu.map_version == 0 and vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-2300.0)
+    assert vcu.map_version == 0 and vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-LIFT_OFF_REGEN_NM)
     assert vcu.map_changes == 2
     other = TorqueMap((0.0, 60.0, 120.0), (0.0, 1.0), [[0, 1], [0, 1], [0, 1]])
     with pytest.raises(TorqueMapError, match='breakpoints'):
@@ -104,12 +104,12 @@ def test_pedal_for_torque_inverts_the_map():
 
 
 def test_default_map_file_is_the_designed_map_and_fits_the_envelope():
-    """The shipped map is 14 x 17, spans about -2300..4400 Nm and stays inside the envelope."""
+    """The shipped map is 14 x 17, spans -800..4400 Nm and stays inside the envelope."""
     assert DEFAULT_MAP.to_dict() == design_default_map(PARAMS).to_dict()
     assert DEFAULT_MAP.shape == (14, 17)
     assert DEFAULT_MAP.speed_breakpoints_kph.tolist() == list(DEFAULT_SPEED_BREAKPOINTS_KPH)
     assert DEFAULT_MAP.pedal_breakpoints.tolist() == list(DEFAULT_PEDAL_BREAKPOINTS)
-    assert DEFAULT_MAP.torque_nm.min() == pytest.approx(-2300.0)
+    assert DEFAULT_MAP.torque_nm.min() == pytest.approx(-LIFT_OFF_REGEN_NM)
     assert DEFAULT_MAP.torque_nm.max() == pytest.approx(4400.0, abs=5.0)
     assert np.all(np.diff(DEFAULT_MAP.torque_nm, axis=1) >= 0)  # more pedal, more torque
     vcu = make_vcu()
