@@ -153,7 +153,7 @@ class CanBridgeCore:
         return self.begin_flash(self.default_map, 0, self.default_map.shape[0], whole_map=True)
 
     def commit_sent(self, now_s: float) -> None:
-        """Record that the pending transfer's frames went out at now_s (starts the ack time-out)."""
+        """Record that the pending transfer's frames went out at now_s (starts the time-out)."""
         self.sender.commit_sent(now_s)
 
     def poll(self, now_s: float) -> Optional[FlashResult]:
