@@ -100,6 +100,18 @@ def test_windows_flow_only_while_active(node_process):
     assert node_process.wait(TIMEOUT_S) == 0, node_process.output()
 
 
+def test_sigterm_while_active_goes_through_shutdown_and_exits_cleanly(tmp_path):
+    with NodeProcess('tspace_ros.nodes.window_source', tmp_path / 'term.log', [
+            '-r', '__node:=window_source_sigterm', '-p', 'publish_period_s:=0.05']) as process, \
+            RosContext() as ros:
+        node = LifecycleDriver(ros, 'window_source_sigterm')
+        assert node.transition(Transition.TRANSITION_CONFIGURE)
+        assert node.transition(Transition.TRANSITION_ACTIVATE)
+        process.process.terminate()  # SIGTERM to this PID
+        assert process.wait(TIMEOUT_S) == 0, process.output()
+    assert 'signal received: shutting down' in process.output()
+
+
 def test_invalid_transition_is_refused_and_bad_parameters_fail_configure(tmp_path):
     with NodeProcess('tspace_ros.nodes.window_source', tmp_path / 'bad.log', [
             '-r', '__node:=window_source_bad_params',

@@ -1,5 +1,8 @@
 """Shared pieces of our lifecycle nodes: typed parameters and the process main loop."""
 
+import signal
+import threading
+import time
 from typing import Callable, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -8,6 +11,7 @@ import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 
 _PARAMETER_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -64,15 +68,38 @@ class TspaceLifecycleNode(LifecycleNode):
 
 
 def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
-                       args: Optional[Sequence[str]] = None) -> int:
-    """Spin one lifecycle node until it is finalized, SIGINT/SIGTERM, or rclpy shuts down."""
-    rclpy.init(args=args)
+                       args: Optional[Sequence[str]] = None,
+                       executor_class=SingleThreadedExecutor,
+                       shutdown_timeout_s: float = 10.0) -> int:
+    """
+    Spin one lifecycle node until it is finalized; SIGINT/SIGTERM shut it down cleanly.
+
+    On a signal the node goes through its shutdown transition inside the
+    executor (so on_shutdown can still talk to the vehicle, e.g. restore the
+    default torque map) before rclpy shuts down; if that takes longer than
+    shutdown_timeout_s the process exits anyway with code 1.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
+    code = 0
     try:
         node = factory()
-        executor = SingleThreadedExecutor()
+        executor = executor_class()
         executor.add_node(node)
-        while rclpy.ok() and not node.finalized:
+        deadline = None
+        while not node.finalized:
+            if stop.is_set() and deadline is None:
+                node.get_logger().info('signal received: shutting down')
+                deadline = time.monotonic() + shutdown_timeout_s
+                executor.create_task(node.trigger_shutdown)
+            if deadline is not None and time.monotonic() > deadline:
+                node.get_logger().error(
+                    f'shutdown did not finish within {shutdown_timeout_s} s; exiting')
+                code = 1
+                break
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -80,4 +107,6 @@ def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
