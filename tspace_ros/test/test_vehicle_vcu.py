@@ -78,7 +78,8 @@ def test_set_map_reset_and_version():
     vcu.set_map(uniform_map(100.0))
     assert vcu.map_version == 7 and vcu.map_torque_nm(55.0, 0.5) == pytest.approx(100.0)
     vcu.reset_to_default()
-    assert vcu.map_version == 0 and vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-LIFT_OFF_REGEN_NM)
+    assert vcu.map_version == 0
+    assert vcu.map_torque_nm(30.0, 0.0) == pytest.approx(-LIFT_OFF_REGEN_NM)
     assert vcu.map_changes == 2
     other = TorqueMap((0.0, 60.0, 120.0), (0.0, 1.0), [[0, 1], [0, 1], [0, 1]])
     with pytest.raises(TorqueMapError, match='breakpoints'):
