@@ -114,9 +114,9 @@ class RosContext:
         self._nodes = []
         return self
 
-    def node(self, name: str):
+    def node(self, name: str, namespace: str = ''):
         """Create a node in this context and add it to the executor."""
-        node = rclpy.create_node(name, context=self.context)
+        node = rclpy.create_node(name, namespace=namespace, context=self.context)
         self.executor.add_node(node)
         self._nodes.append(node)
         return node

@@ -24,10 +24,15 @@ class CanBusUnavailable(RuntimeError):
 
 
 def open_can_bus(node, interface: str, channel: str, bitrate: Optional[int] = None,
-                 fd: bool = False, side: str = 'client') -> can.BusABC:
-    """Open and return the bus; raise CanBusUnavailable with a clear reason on failure."""
+                 fd: bool = False, side: str = 'client', callback_group=None) -> can.BusABC:
+    """
+    Open and return the bus; raise CanBusUnavailable with a clear reason on failure.
+
+    side and callback_group apply to the ``ros_topic`` interface (see TopicCanBus).
+    """
     if interface == ROS_TOPIC_INTERFACE:
-        return TopicCanBus(node, side=side, channel=channel or 'ros')
+        return TopicCanBus(node, side=side, channel=channel or 'ros',
+                           callback_group=callback_group)
     if interface in FORBIDDEN_INTERFACES:
         raise CanBusUnavailable(
             f'CAN interface {interface!r} is not allowed: {FORBIDDEN_INTERFACES[interface]}')

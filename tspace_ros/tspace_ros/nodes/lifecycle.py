@@ -31,16 +31,20 @@ class TspaceLifecycleNode(LifecycleNode):
         self._parameter_errors = []
 
     def declare_described(self, name: str, default, description: str,
-                          value_range: Optional[Tuple[float, float]] = None):
+                          value_range: Optional[Tuple[float, float]] = None,
+                          any_type: bool = False):
         """
         Declare a parameter with its type, description and optional inclusive range.
 
-        A given value of the wrong type or out of range does not kill the process:
+        any_type lets a value of another type through (e.g. a CAN channel given
+        as 0 or as can0); read it with str(). A given value of the wrong type or
+        out of range does not kill the process:
         the parameter keeps its default, the error is kept, and
         ``parameters_valid()`` (called first in ``on_configure``) reports it.
         """
         descriptor = ParameterDescriptor(
-            name=name, type=_PARAMETER_TYPES[type(default)], description=description)
+            name=name, type=_PARAMETER_TYPES[type(default)], description=description,
+            dynamic_typing=any_type)
         if value_range is not None:
             low, high = value_range
             if isinstance(default, int) and not isinstance(default, bool):

@@ -1,13 +1,15 @@
 """Conversions between the ROS-free core types and tspace_interfaces messages."""
 
 import array
+from typing import Optional, Sequence
 
 from builtin_interfaces.msg import Time
 import can
 import numpy as np
-from tspace_interfaces.msg import CanFrame, ObservationWindow
+from tspace_interfaces.msg import CanFrame, ObservationWindow, TorqueMap as TorqueMapMsg
 
 from tspace_ros.signals.window import NS_PER_S, SignalWindow, WindowError
+from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 
 # Frame of vehicle-level quantities (speed, pedal, ...): the vehicle body.
 VEHICLE_FRAME = 'base_link'
@@ -26,7 +28,8 @@ def time_to_ns(stamp: Time) -> int:
     return stamp.sec * NS_PER_S + stamp.nanosec
 
 
-def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME) -> ObservationWindow:
+def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME,
+                  flagged_signals: Sequence[str] = ()) -> ObservationWindow:
     """Build an ObservationWindow message; header.stamp is the newest sample's capture time."""
     msg = ObservationWindow()
     msg.header.stamp = time_from_ns(window.end_ns)
@@ -41,6 +44,7 @@ def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME) -> Observ
     msg.samples_per_signal = window.n_samples
     # array.array from bytes is ~100x faster than assigning a numpy array.
     msg.samples = array.array('f', np.ascontiguousarray(window.samples).tobytes())
+    msg.flagged_signals = list(flagged_signals)
     msg.window_start = time_from_ns(window.start_ns)
     msg.window_end = time_from_ns(window.end_ns)
     return msg
@@ -100,3 +104,54 @@ def frame_from_msg(msg: CanFrame) -> can.Message:
         is_extended_id=msg.is_extended, is_remote_frame=msg.is_remote,
         is_error_frame=msg.is_error, is_fd=msg.is_fd, bitrate_switch=msg.bitrate_switch,
         dlc=msg.length, data=data)
+
+
+def torque_map_to_msg(torque_map: TorqueMap, stamp_ns: int = 0, changed_row_start: int = 0,
+                      changed_row_count: int = 0) -> TorqueMapMsg:
+    """Build a TorqueMap message (float32 values, row-major)."""
+    msg = TorqueMapMsg()
+    msg.header.stamp = time_from_ns(stamp_ns)
+    msg.vehicle_id = torque_map.vehicle_id
+    msg.speed_breakpoints_kph = array.array(
+        'f', torque_map.speed_breakpoints_kph.astype(np.float32).tobytes())
+    msg.pedal_breakpoints = array.array(
+        'f', torque_map.pedal_breakpoints.astype(np.float32).tobytes())
+    msg.torque_nm = array.array('f', torque_map.torque_nm.astype(np.float32).tobytes())
+    msg.changed_row_start = changed_row_start
+    msg.changed_row_count = changed_row_count
+    msg.policy_version = torque_map.policy_version
+    msg.origin = torque_map.origin
+    return msg
+
+
+def torque_map_from_msg(msg: TorqueMapMsg, reference: Optional[TorqueMap] = None) -> TorqueMap:
+    """
+    Rebuild a TorqueMap from a message; TorqueMapError says what is inconsistent.
+
+    Messages carry float32. With a reference map (the vehicle's default),
+    breakpoints equal to the reference's up to float32 rounding take the
+    reference's exact values, so that the safety gate compares like with like.
+    """
+    speeds = np.frombuffer(msg.speed_breakpoints_kph, dtype=np.float32) \
+        if len(msg.speed_breakpoints_kph) else np.zeros(0, np.float32)
+    pedals = np.frombuffer(msg.pedal_breakpoints, dtype=np.float32) \
+        if len(msg.pedal_breakpoints) else np.zeros(0, np.float32)
+    torque = np.frombuffer(msg.torque_nm, dtype=np.float32) if len(msg.torque_nm) else \
+        np.zeros(0, np.float32)
+    if torque.size != speeds.size * pedals.size:
+        raise TorqueMapError(f'{torque.size} torque values do not fill {speeds.size} speed '
+                             f'rows x {pedals.size} pedal columns')
+    speeds, pedals = speeds.astype(np.float64), pedals.astype(np.float64)
+    if reference is not None:
+        speeds = _snap(speeds, reference.speed_breakpoints_kph)
+        pedals = _snap(pedals, reference.pedal_breakpoints)
+    return TorqueMap(speeds, pedals,
+                     torque.astype(np.float64).reshape(speeds.size, pedals.size),
+                     msg.vehicle_id, msg.policy_version, msg.origin)
+
+
+def _snap(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Return reference if values equal it up to float32 rounding, else values."""
+    if values.shape == reference.shape and np.allclose(values, reference, rtol=1e-6, atol=1e-6):
+        return reference
+    return values

@@ -37,12 +37,15 @@ class TopicCanBus(can.BusABC):
     """A can.BusABC over CanFrameBatch topics of a ROS 2 node."""
 
     def __init__(self, node, side: str = 'client', channel: str = 'ros',
-                 max_queue: int = 100_000, **kwargs):
+                 max_queue: int = 100_000, callback_group=None, **kwargs):
         """
         Attach to a node's topics.
 
         side: 'client' (receives from_can_bus, sends to_can_bus; the CAN bridge)
         or 'bus' (the vehicle: receives to_can_bus, sends from_can_bus).
+        callback_group: where the subscription runs; give it a group of its own
+        under a MultiThreadedExecutor so ``recv(timeout)`` can wait inside
+        another callback.
         """
         if side not in ('client', 'bus'):
             raise ValueError(f"side must be 'client' or 'bus', got {side!r}")
@@ -59,7 +62,7 @@ class TopicCanBus(can.BusABC):
         self.last_rejection = ''
         self._publisher = node.create_publisher(CanFrameBatch, tx_topic, FRAME_QOS)
         self._subscription = node.create_subscription(
-            CanFrameBatch, rx_topic, self._on_batch, FRAME_QOS)
+            CanFrameBatch, rx_topic, self._on_batch, FRAME_QOS, callback_group=callback_group)
 
     @property
     def peers(self) -> int:

@@ -20,7 +20,8 @@ current map, for an action on rows [row_start, row_start + row_count):
 - BELOW_LOWER / ABOVE_UPPER: every value within the limits above;
 - ROW_COUNT: 1 <= row_count <= rows_per_action;
 - ROW_RANGE: the rows lie inside the table;
-- ROWS_OUTSIDE_CHANGED: rows outside the range equal the current map's.
+- ROWS_OUTSIDE_CHANGED: rows outside the range equal the current map's (within the
+  tolerance).
 
 A tolerance (default 1e-3 Nm) absorbs float32 rounding of maps that travel
 as ROS messages; the VCU's own check must also allow half the bus resolution.
@@ -185,7 +186,8 @@ class SafetyGate:
         if range_ok and row_count >= 0:
             outside = np.ones(n_rows, dtype=bool)
             outside[row_start:row_start + row_count] = False
-            changed = outside & ~np.all(torque == current.torque_nm, axis=1)
+            same = np.abs(torque - current.torque_nm) <= self.tolerance_nm
+            changed = outside & ~np.all(same, axis=1)
             if changed.any():
                 failures.append((GateRule.ROWS_OUTSIDE_CHANGED, (
                     f'rows {np.flatnonzero(changed).tolist()} differ from the current map '

@@ -1,0 +1,261 @@
+"""
+The can_bridge node in its own process, against a vehicle played by this test.
+
+The test is the vehicle: it puts frames of the shipped DBC on the ROS-topic bus
+in real time and answers torque-map transfers with the same VcuMapReceiver the
+simulated VCU uses (or refuses, or stays silent). The bridge is driven over
+its lifecycle services, its flash action and its episode service.
+"""
+
+import json
+import socket
+import time
+
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
+import numpy as np
+import pytest
+from rclpy.action import ActionClient
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from ros_test_support import call, NodeProcess, RosContext, spin_until
+from test_window_source_lifecycle import LifecycleDriver
+from tspace_interfaces.action import FlashTorqueMap
+from tspace_interfaces.msg import ObservationWindow, TorqueMap as TorqueMapMsg
+from tspace_interfaces.srv import EpisodeControl
+
+from tspace_ros.can.dbc import load_dbc
+from tspace_ros.can.frames import encode_vehicle_sample
+from tspace_ros.can.transfer import VcuMapReceiver
+from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg
+from tspace_ros.nodes.topic_bus import TopicCanBus
+from tspace_ros.torque_map import apply_action
+from tspace_ros.vehicle import load_vehicle_parameters
+
+TIMEOUT_S = 20.0
+DB = load_dbc()
+DEFAULT = load_vehicle_parameters().load_default_map()
+RESULT = FlashTorqueMap.Result
+
+
+class PlayedVehicle:
+    """Frames at 50 Hz in real time; map transfers answered by a VcuMapReceiver."""
+
+    def __init__(self, ros, namespace, mode='accept'):
+        self.bus = TopicCanBus(ros.node('played_vehicle', namespace), side='bus', channel='test')
+        self.mode = mode  # 'accept', 'busy' (refuse every commit) or 'silent'
+        self.vcu = VcuMapReceiver(DB, DEFAULT, accepting=lambda: self.mode != 'busy')
+        self.map_frames = 0
+        self._t0 = time.time()
+        self._sent = 0
+
+    def pump(self):
+        """Send the samples due by now; answer every received frame."""
+        due = int((time.time() - self._t0) * 50.0)
+        frames = []
+        for k in range(self._sent, due):
+            t = k / 50.0
+            frames += encode_vehicle_sample(DB, {
+                'speed_kph': 30.0 + 5.0 * np.sin(t), 'pedal': 0.3, 'brake_bar': 0.0,
+                'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7, 'motor_torque_nm': 80.0,
+                'motor_speed_rpm': 2500.0}, self._t0 + t)
+        self._sent = max(self._sent, due)
+        while True:
+            frame = self.bus.recv(timeout=0)
+            if frame is None:
+                break
+            self.map_frames += 1
+            if self.mode != 'silent':
+                frames += self.vcu.feed(frame, time.time())
+        if frames:
+            self.bus.send_batch(frames)
+
+
+class Harness:
+    """The vehicle, the bridge's interfaces, and a spin that keeps the vehicle running."""
+
+    def __init__(self, ros, namespace, mode='accept'):
+        self.ros = ros
+        self.vehicle = PlayedVehicle(ros, namespace, mode)
+        probe = ros.node('bridge_probe')
+        self.windows, self.maps = [], []
+        probe.create_subscription(ObservationWindow, f'/{namespace}/observation/window',
+                                  self.windows.append, 100)
+        probe.create_subscription(
+            TorqueMapMsg, f'/{namespace}/torque_map/active', self.maps.append,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.flash = ActionClient(probe, FlashTorqueMap, f'/{namespace}/flash_torque_map')
+        self.episode = probe.create_client(EpisodeControl, f'/{namespace}/episode_control')
+        self.lifecycle = LifecycleDriver(ros, f'{namespace}/can_bridge')
+
+    def until(self, predicate, timeout_s=TIMEOUT_S):
+        """Spin (and run the vehicle) until predicate() holds."""
+        def check():
+            self.vehicle.pump()
+            return predicate()
+        return spin_until(self.ros.executor, check, timeout_s)
+
+    def transition(self, transition_id):
+        """Change the bridge's state while the vehicle keeps running (it must answer)."""
+        future = self.lifecycle.change.call_async(
+            ChangeState.Request(transition=Transition(id=transition_id)))
+        assert self.until(future.done), 'no answer to the transition'
+        return future.result().success
+
+    def send_map(self, torque_map, row_start, row_count, cancel_after_s=None):
+        """Send a flash goal; return (feedback stages, result, status)."""
+        assert self.until(self.flash.server_is_ready)
+        stages = []
+        goal = FlashTorqueMap.Goal(map=torque_map_to_msg(torque_map, 0, row_start, row_count))
+        future = self.flash.send_goal_async(goal, feedback_callback=lambda f: stages.append(
+            f.feedback.stage))
+        assert self.until(future.done), 'goal not answered'
+        handle = future.result()
+        assert handle.accepted
+        if cancel_after_s is not None:
+            assert self.until(lambda: FlashTorqueMap.Feedback.STAGE_AWAITING_ACK in stages)
+            self.until(lambda: False, cancel_after_s)
+            handle.cancel_goal_async()
+        result = handle.get_result_async()
+        assert self.until(result.done), 'no result'
+        return stages, result.result().result, result.result().status
+
+
+def bridge(tmp_path, name, *params):
+    """Start a can_bridge in namespace /<name> (as one vehicle's nodes run)."""
+    args = ['-r', f'__ns:=/{name}', '-p', 'vehicle_id:=VIN-BRIDGE',
+            '-p', 'flash_timeout_s:=1.0', '-p', 'vehicle_offline_s:=1.0']
+    for param in params:
+        args += ['-p', param]
+    return NodeProcess('tspace_ros.nodes.can_bridge', tmp_path / f'{name}.log', args)
+
+
+def four_rows(version, value=-0.8, row_start=2):
+    action = np.full((4, DEFAULT.shape[1]), value)
+    return apply_action(DEFAULT, DEFAULT, action, row_start, policy_version=version)
+
+
+def test_windows_flash_round_trip_and_restore_on_deactivate(tmp_path):
+    with bridge(tmp_path, 'bridge_main') as process, RosContext() as ros:
+        h = Harness(ros, 'bridge_main')
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.until(lambda: h.maps), 'no active map published (transient local)'
+        assert h.maps[-1].policy_version == 0 and h.maps[-1].origin == 0
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+
+        assert h.until(lambda: len(h.windows) >= 2), process.output()
+        window = h.windows[0]
+        assert window.vehicle_id == 'VIN-BRIDGE' and window.samples_per_signal == 30
+        assert list(window.units) == ['km/h', '1', 'bar', 'A', 'V']
+        pedal = np.frombuffer(window.samples, np.float32).reshape(5, 30)[1]
+        np.testing.assert_allclose(pedal, 0.3, atol=1e-3)
+        assert window.flagged_signals == []
+
+        proposed = four_rows(version=7)
+        stages, result, _ = h.send_map(proposed, 2, 4)
+        assert result.success and result.error_code == RESULT.ERROR_NONE, result.message
+        assert stages[0] == FlashTorqueMap.Feedback.STAGE_VALIDATING
+        assert FlashTorqueMap.Feedback.STAGE_AWAITING_ACK in stages
+        assert result.active_map.policy_version == 7
+        np.testing.assert_allclose(h.vehicle.vcu.active_map.torque_nm, proposed.torque_nm,
+                                   atol=0.25)
+        assert h.until(lambda: h.maps[-1].policy_version == 7)
+
+        too_big = DEFAULT.with_torque(DEFAULT.torque_nm + 100.0, policy_version=8)
+        frames_before = h.vehicle.map_frames
+        _, rejected, _ = h.send_map(too_big, 0, 4)
+        assert rejected.error_code == RESULT.ERROR_REJECTED_BY_SAFETY_GATE
+        assert 'above' in rejected.message and rejected.active_map.policy_version == 7
+        assert h.vehicle.map_frames == frames_before, 'a rejected map reached the bus'
+
+        # Deactivating restores the default map on the vehicle.
+        assert h.transition(Transition.TRANSITION_DEACTIVATE)
+        assert h.vehicle.vcu.active_version == 0
+        np.testing.assert_allclose(h.vehicle.vcu.active_map.torque_nm, DEFAULT.torque_nm,
+                                   atol=0.25)
+        assert h.until(lambda: h.maps[-1].policy_version == 0)
+        assert h.lifecycle.transition(Transition.TRANSITION_CLEANUP)
+        assert h.lifecycle.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert process.wait(TIMEOUT_S) == 0
+    assert 'deactivating: default map restored' in process.output()
+
+
+@pytest.mark.parametrize('mode, cancel, expected', [
+    ('busy', None, RESULT.ERROR_REFUSED_BY_VCU),
+    ('silent', None, RESULT.ERROR_TIMEOUT),
+    ('silent', 0.1, RESULT.ERROR_CANCELED),
+])
+def test_refusal_time_out_and_cancellation_keep_the_last_good_map(tmp_path, mode, cancel,
+                                                                  expected):
+    name = f'bridge_{mode}_{"cancel" if cancel else "wait"}'
+    with bridge(tmp_path, name, 'vehicle_offline_s:=5.0') as process, RosContext() as ros:
+        h = Harness(ros, name, mode)
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        _, result, _ = h.send_map(four_rows(version=3), 2, 4, cancel_after_s=cancel)
+        assert not result.success and result.error_code == expected, result.message
+        assert result.active_map.policy_version == 0
+        assert h.vehicle.vcu.active_version == 0
+
+
+def test_watchdog_restores_the_default_map_without_heartbeat(tmp_path):
+    with bridge(tmp_path, 'bridge_watchdog', 'watchdog_timeout_s:=1.5') as process, \
+            RosContext() as ros:
+        h = Harness(ros, 'bridge_watchdog')
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        _, result, _ = h.send_map(four_rows(version=11, row_start=4), 4, 4)
+        assert result.success, result.message
+        assert h.vehicle.vcu.active_version == 11
+        assert h.until(lambda: h.vehicle.vcu.active_version == 0), process.output()
+        assert h.until(lambda: h.maps[-1].policy_version == 0)
+    assert 'watchdog: no map or heartbeat for 1.5 s' in process.output()
+
+
+def test_episodes_from_the_service_and_the_udp_hmi_stamp_windows(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]  # free now; the bridge binds it next
+    with bridge(tmp_path, 'bridge_episodes', f'hmi_udp_port:={port}',
+                'episode_countdown_s:=0.0') as process, RosContext() as ros:
+        h = Harness(ros, 'bridge_episodes')
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        assert h.windows[-1].episode_id == ''
+        assert h.until(h.episode.service_is_ready)
+        refused = call(ros.executor, h.episode, EpisodeControl.Request(
+            command=EpisodeControl.Request.END_VALID))
+        assert not refused.accepted and 'no episode' in refused.message
+        started = call(ros.executor, h.episode, EpisodeControl.Request(
+            command=EpisodeControl.Request.START))
+        assert started.accepted and started.state == EpisodeControl.Response.STATE_RUNNING
+        count = len(h.windows)
+        assert h.until(lambda: len(h.windows) >= count + 3)
+        in_episode = [w for w in h.windows[count:] if w.episode_id == started.episode_id]
+        assert in_episode and in_episode[0].step_index == 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hmi:
+            hmi.sendto(json.dumps({'status': 'end_invalid'}).encode(), ('127.0.0.1', port))
+        count = len(h.windows)
+        assert h.until(lambda: len(h.windows) > count and h.windows[-1].episode_id == '')
+    assert f'episode {started.episode_id} discarded' in process.output()
+
+
+def test_unavailable_interface_fails_configure_and_the_node_lives_on(tmp_path):
+    with bridge(tmp_path, 'bridge_kvaser', 'can_interface:=kvaser',
+                'can_channel:=0') as process, RosContext() as ros:
+        node = LifecycleDriver(ros, 'bridge_kvaser/can_bridge')
+        assert not node.transition(Transition.TRANSITION_CONFIGURE)
+        assert process.wait(0.0) is None
+        assert node.transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    assert "cannot open CAN interface 'kvaser'" in process.output()
+
+
+def test_map_messages_round_trip_with_float32_rounding():
+    proposed = four_rows(version=5)
+    back = torque_map_from_msg(torque_map_to_msg(proposed, 0, 2, 4), reference=DEFAULT)
+    assert back.same_breakpoints(DEFAULT)
+    np.testing.assert_allclose(back.torque_nm, proposed.torque_nm, rtol=1e-6)
+    assert (back.policy_version, back.origin) == (5, proposed.origin)
