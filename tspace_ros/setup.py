@@ -9,6 +9,7 @@ PACKAGE = 'tspace_ros'
 # Every node is a console script, so `ros2 run tspace_ros <node>` works.
 NODES = {
     'window_source': 'tspace_ros.nodes.window_source:main',
+    'vehicle_sim': 'tspace_ros.nodes.vehicle_sim:main',
     'can_bridge': 'tspace_ros.nodes.can_bridge:main',
 }
 
