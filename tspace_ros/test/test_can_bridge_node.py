@@ -11,6 +11,7 @@ import json
 import socket
 import time
 
+from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 import numpy as np
@@ -20,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_test_support import call, NodeProcess, RosContext, spin_until
 from test_window_source_lifecycle import LifecycleDriver
 from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import ObservationWindow, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import CanFrameBatch, ObservationWindow, TorqueMap as TorqueMapMsg
 from tspace_interfaces.srv import EpisodeControl
 
 from tspace_ros.can.dbc import load_dbc
@@ -136,8 +137,13 @@ def four_rows(version, value=-0.8, row_start=2):
 
 
 def test_windows_flash_round_trip_and_restore_on_deactivate(tmp_path):
-    with bridge(tmp_path, 'bridge_main') as process, RosContext() as ros:
+    with bridge(tmp_path, 'bridge_main', 'republish_raw:=true',
+                'diagnostics_period_s:=0.5') as process, RosContext() as ros:
         h = Harness(ros, 'bridge_main')
+        raw, diagnostics = [], []
+        probe = ros.node('raw_and_diagnostics_probe')
+        probe.create_subscription(CanFrameBatch, '/bridge_main/can/frames', raw.append, 100)
+        probe.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 100)
         assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
         assert h.until(lambda: h.maps), 'no active map published (transient local)'
         assert h.maps[-1].policy_version == 0 and h.maps[-1].origin == 0
@@ -150,6 +156,17 @@ def test_windows_flash_round_trip_and_restore_on_deactivate(tmp_path):
         pedal = np.frombuffer(window.samples, np.float32).reshape(5, 30)[1]
         np.testing.assert_allclose(pedal, 0.3, atol=1e-3)
         assert window.flagged_signals == []
+
+        # Raw frames are republished for recording; diagnostics count what was read.
+        assert h.until(lambda: raw and any(
+            float(v.value) > 0 for d in diagnostics for st in d.status
+            if 'CAN bridge' in st.name for v in st.values if v.key == 'frames'))
+        assert {f.id for batch in raw for f in batch.frames} >= {0x100, 0x110, 0x120}
+        status = [st for d in diagnostics for st in d.status if 'CAN bridge' in st.name][-1]
+        values = {v.key: v.value for v in status.values}
+        assert values['unknown_ids'] == '0' and values['decode_errors'] == '0'
+        assert float(values['frames_per_s']) > 100.0  # 3 frames x 50 Hz
+        assert status.hardware_id == 'VIN-BRIDGE'
 
         proposed = four_rows(version=7)
         stages, result, _ = h.send_map(proposed, 2, 4)
