@@ -276,3 +276,18 @@ def test_map_messages_round_trip_with_float32_rounding():
     assert back.same_breakpoints(DEFAULT)
     np.testing.assert_allclose(back.torque_nm, proposed.torque_nm, rtol=1e-6)
     assert (back.policy_version, back.origin) == (5, proposed.origin)
+
+
+def test_sigterm_restores_the_default_map_before_the_process_exits(tmp_path):
+    with bridge(tmp_path, 'bridge_sigterm') as process, RosContext() as ros:
+        h = Harness(ros, 'bridge_sigterm')
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        _, result, _ = h.send_map(four_rows(version=13), 2, 4)
+        assert result.success and h.vehicle.vcu.active_version == 13
+        process.process.terminate()  # SIGTERM to the bridge's PID
+        assert h.until(lambda: h.vehicle.vcu.active_version == 0), process.output()
+        assert h.until(lambda: process.process.poll() is not None)
+    assert process.process.returncode == 0
+    assert 'shutting down: default map restored' in process.output()
