@@ -1,15 +1,13 @@
 """Helpers for tests that run ROS 2 nodes: spinning until a condition, node processes."""
 
-import os
 import pathlib
-import signal
-import subprocess
-import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+
+from tspace_ros.node_process import NodeProcess  # noqa: F401 - for the tests
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_DIR.parent
@@ -45,58 +43,6 @@ def call(executor, client, request, timeout_s: float = 10.0):
     assert spin_until(executor, future.done, timeout_s), \
         f'no response from {client.srv_name} within {timeout_s} s'
     return future.result()
-
-
-class NodeProcess:
-    """A tspace_ros node in its own process, stopped by PID (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, module: str, log_path: pathlib.Path,
-                 ros_args: Sequence[str] = (), env: Optional[dict] = None):
-        """Start ``python -m <module> --ros-args <ros_args>``; output goes to log_path."""
-        self.log_path = log_path
-        self._log = open(log_path, 'wb')
-        command = [sys.executable, '-m', module]
-        if ros_args:
-            command += ['--ros-args', *ros_args]
-        self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, **(env or {})))
-
-    @property
-    def pid(self) -> int:
-        """Return the process id of the node."""
-        return self.process.pid
-
-    def wait(self, timeout_s: float) -> Optional[int]:
-        """Wait for the process to exit; return its code, or None if it is still running."""
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        """Stop the process by its PID: SIGTERM, then SIGKILL after timeout_s."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            if self.wait(timeout_s) is None:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-    def output(self) -> str:
-        """Return everything the process printed so far."""
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors='replace')
-
-    def __enter__(self):
-        """Use as a context manager that always stops the process."""
-        return self
-
-    def __exit__(self, *exc):
-        """Stop the process (by PID) on leaving the block."""
-        self.stop()
 
 
 class RosContext:

@@ -31,6 +31,7 @@ from typing import Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -106,6 +107,9 @@ class CanBridge(TspaceLifecycleNode):
         d('poll_period_s', 0.01, 'How often the bus is read, s (wall clock).', (0.001, 1.0))
         d('diagnostics_period_s', 1.0, 'How often /diagnostics is published, s.', (0.1, 60.0))
         self._lock = threading.RLock()
+        # Reading the bus and reporting run on the wall clock, also under use_sim_time:
+        # simulated time may run far faster than real time (or stop).
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._reset_members()
 
     def _reset_members(self):
@@ -117,6 +121,7 @@ class CanBridge(TspaceLifecycleNode):
         self._entities = []
         self._timers = []
         self._poll_timer = None
+        self._commit_wall = 0.0
         self._flash_done: Optional[FlashResult] = None
         self._flash_event = threading.Event()
         self._last_frame_wall = None
@@ -194,7 +199,8 @@ class CanBridge(TspaceLifecycleNode):
             self.create_subscription(Header, 'heartbeat', self._on_heartbeat, 10),
         ]
         self._publish_active_map()
-        self._timers = [self.create_timer(p('diagnostics_period_s'), self._publish_diagnostics)]
+        self._timers = [self.create_timer(p('diagnostics_period_s'), self._publish_diagnostics,
+                                          clock=self._steady)]
         self.get_logger().info(
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
             f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
@@ -204,7 +210,8 @@ class CanBridge(TspaceLifecycleNode):
         """Start reading the bus."""
         result = super().on_activate(state)
         self._last_frame_wall = time.monotonic()
-        self._poll_timer = self.create_timer(self._param('poll_period_s'), self._poll)
+        self._poll_timer = self.create_timer(self._param('poll_period_s'), self._poll,
+                                             clock=self._steady)
         return result
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -266,6 +273,20 @@ class CanBridge(TspaceLifecycleNode):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
 
+    def _bus_now_s(self) -> float:
+        """
+        Return the bus time: the capture time of the newest frame read, s (UTC).
+
+        A flash times out only when flash_timeout_s has passed both on the bus
+        (the VCU lives on the bus's time; a bridge lagging a fast simulation must
+        not time out what the VCU answered in time) and on the wall clock (a
+        simulation faster than real time must not shorten the VCU's time to
+        answer). On a vehicle the two agree. A silent bus is caught by
+        vehicle_offline_s on the wall clock.
+        """
+        ns = self.core.last_frame_ns
+        return ns / 1e9 if ns is not None else self._now_s()
+
     def _poll(self):
         """Read the bus; a failure is logged and counted, the bridge keeps running."""
         try:
@@ -302,7 +323,9 @@ class CanBridge(TspaceLifecycleNode):
                 if result is not None:
                     self._settle(result)
             now_s = self._now_s()
-            timed_out = core.poll(now_s)
+            timed_out = None
+            if time.monotonic() - self._commit_wall >= self._param('flash_timeout_s'):
+                timed_out = core.poll(self._bus_now_s())
             if timed_out is not None:
                 self._settle(timed_out)
             if core.flash_pending and time.monotonic() - self._last_frame_wall > \
@@ -395,7 +418,8 @@ class CanBridge(TspaceLifecycleNode):
             except Exception as error:  # noqa: B902 - a driver may raise anything
                 return self._finish(goal_handle, core.abandon(
                     FlashError.TRANSPORT, f'sending the map failed: {error}'))
-            core.commit_sent(self._now_s())
+            core.commit_sent(self._bus_now_s())
+            self._commit_wall = time.monotonic()
         feedback.segments_sent = started.n_segments
         goal_handle.publish_feedback(feedback)
         feedback.stage = STAGES.STAGE_AWAITING_ACK
@@ -440,7 +464,8 @@ class CanBridge(TspaceLifecycleNode):
             return None
         self._flash_event.clear()
         self._send_frames(started.frames)
-        self.core.commit_sent(self._now_s())
+        self.core.commit_sent(self._bus_now_s())
+        self._commit_wall = time.monotonic()
         return started
 
     def _restore_default(self, why: str):

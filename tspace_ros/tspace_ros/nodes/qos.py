@@ -2,10 +2,12 @@
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-# Observation windows: every window matters to the episode, so reliable, with
-# room for a short stall of the subscriber (10 windows = 15 s at 1.5 s each).
+# Observation windows: every window matters to the episode, so reliable, with a
+# deep history: a bridge catching up (or a simulation faster than real time) sends
+# bursts, and a reliable KEEP_LAST writer overwrites what a slow reader has not
+# acknowledged yet. 1000 windows of 5 x 200 float32 are about 4 MB.
 WINDOW_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=10,
+    history=HistoryPolicy.KEEP_LAST, depth=1000,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 
 # Policy updates: the latest one must reach agents that join late.

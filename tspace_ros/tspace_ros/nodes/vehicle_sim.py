@@ -153,6 +153,11 @@ class VehicleSim(TspaceLifecycleNode):
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def vehicle(self):
+        """Return the simulated van on its bus (a CanVehicle), or None unless configured."""
+        return self._vehicle
+
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Build the simulated van and open its CAN bus; FAILURE (logged) on a wrong value."""
         if not self.parameters_valid():
@@ -371,6 +376,10 @@ class VehicleSim(TspaceLifecycleNode):
             'battery_energy_wh': f'{m.battery_energy_wh:.2f}',
             'distance_km': f'{m.distance_km:.4f}',
             'energy_per_km_wh': f'{m.energy_per_km_wh:.2f}',
+            'regenerated_wh': f'{m.regenerated_wh:.2f}',
+            'friction_brake_wh': f'{m.friction_brake_wh:.2f}',
+            'speed_error_rms_kph': f'{m.rms_speed_error_kph:.3f}',
+            'speed_error_max_kph': f'{m.max_speed_error_kph:.3f}',
             'map_version': str(vehicle.active_version),
             'vcu_state': vehicle.state.name,
             'frames_sent': str(vehicle.frames_sent),
