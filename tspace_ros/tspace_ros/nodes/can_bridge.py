@@ -220,34 +220,27 @@ class CanBridge(TspaceLifecycleNode):
         self._restore_default('deactivating')
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        """Close the bus and release everything configure created."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         """Restore the default map if still connected, release, finalize."""
         self._stop_polling()
         if self.core is not None:
             self._restore_default('shutting down')
-        self._release()
         return super().on_shutdown(state)
 
     def on_error(self, state) -> TransitionCallbackReturn:
         """Restore the default map if possible, then release and go unconfigured."""
-        self.get_logger().error(f'error in state {state.label}')
         self._stop_polling()
         if self.core is not None:
             self._restore_default('after an error')
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_error(state)
 
     def _stop_polling(self):
         if self._poll_timer is not None:
             self.destroy_timer(self._poll_timer)
             self._poll_timer = None
 
-    def _release(self):
+    def release(self):
+        """Close the bus and release everything configure created."""
         for timer in self._timers:
             self.destroy_timer(timer)
         if self.core is None:

@@ -65,9 +65,24 @@ class TspaceLifecycleNode(LifecycleNode):
             self.get_logger().error(f'configure failed: {message}')
         return not self._parameter_errors
 
+    def release(self) -> None:
+        """Release what on_configure created; must be safe to call twice (override)."""
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Release everything configure created."""
+        self.release()
+        return TransitionCallbackReturn.SUCCESS
+
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        """Mark the node finalized so that its process can exit."""
+        """Release everything and mark the node finalized so that its process can exit."""
+        self.release()
         self.finalized = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        """Recover to unconfigured after an error in a transition."""
+        self.get_logger().error(f'error in state {state.label}: releasing resources')
+        self.release()
         return TransitionCallbackReturn.SUCCESS
 
 

@@ -238,22 +238,6 @@ class VehicleSim(TspaceLifecycleNode):
         self._active_since = None
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        """Shut the bus and release everything configure created."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        """Release everything and mark the node finalized (the process exits)."""
-        self._release()
-        return super().on_shutdown(state)
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        """Recover to unconfigured after an error in a transition."""
-        self.get_logger().error(f'error in state {state.label}: releasing resources')
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     # -- the simulation step --------------------------------------------------------------
 
     def _period_s(self) -> float:
@@ -407,7 +391,8 @@ class VehicleSim(TspaceLifecycleNode):
         except Exception as error:  # noqa: B902 - releasing must go on
             self.get_logger().warning(f'closing the CAN bus failed: {error}')
 
-    def _release(self):
+    def release(self):
+        """Release the timers, publishers and what configure built."""
         self._destroy_timers()
         if self._bus is not None:
             self._shutdown_bus(self._bus)

@@ -79,22 +79,6 @@ class WindowSource(TspaceLifecycleNode):
         self._destroy_timer()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        """Release everything configure created."""
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state) -> TransitionCallbackReturn:
-        """Release everything and mark the node finalized."""
-        self._release()
-        return super().on_shutdown(state)
-
-    def on_error(self, state) -> TransitionCallbackReturn:
-        """Recover to unconfigured after an error in a transition."""
-        self.get_logger().error(f'error in state {state.label}: releasing resources')
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _publish_window(self):
         now_ns = self.get_clock().now().nanoseconds
         self._publisher.publish(window_to_msg(self._drive.window(now_ns)))
@@ -104,7 +88,8 @@ class WindowSource(TspaceLifecycleNode):
             self.destroy_timer(self._timer)
             self._timer = None
 
-    def _release(self):
+    def release(self):
+        """Release the timers, publishers and what configure built."""
         self._destroy_timer()
         if self._publisher is not None:
             self.destroy_lifecycle_publisher(self._publisher)
