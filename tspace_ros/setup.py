@@ -11,6 +11,7 @@ NODES = {
     'window_source': 'tspace_ros.nodes.window_source:main',
     'vehicle_sim': 'tspace_ros.nodes.vehicle_sim:main',
     'can_bridge': 'tspace_ros.nodes.can_bridge:main',
+    'agent': 'tspace_ros.nodes.agent:main',
 }
 
 # Commands that are not nodes.

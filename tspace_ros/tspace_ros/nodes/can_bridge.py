@@ -34,7 +34,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from tspace_interfaces.action import FlashTorqueMap
 from tspace_interfaces.msg import CanFrameBatch, ObservationWindow, TorqueMap as TorqueMapMsg
@@ -50,15 +49,13 @@ from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import (frame_to_msg, torque_map_from_msg, torque_map_to_msg,
                                        window_to_msg)
-from tspace_ros.nodes.qos import WINDOW_QOS
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, WINDOW_QOS
 from tspace_ros.nodes.topic_bus import TopicCanBus
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 from tspace_ros.torque_map.safety_gate import SafetyGate
 from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
 import yaml
 
-ACTIVE_MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STAGES = FlashTorqueMap.Feedback
 # Bits on the wire of a classic 8-byte frame with an 11-bit id, without stuffing.
 BITS_PER_FRAME = 111

@@ -14,3 +14,8 @@ WINDOW_QOS = QoSProfile(
 POLICY_UPDATE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# The map the VCU applies: the latest one must reach late joiners (agent, rviz).
+ACTIVE_MAP_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)

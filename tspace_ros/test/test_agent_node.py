@@ -1,0 +1,183 @@
+"""
+The agent node in its own process: windows in, gated flash goals out, policies swapped.
+
+The test plays the CAN bridge (a flash_torque_map action server that records
+goals, and the active map) and the trainer (PolicyUpdate messages built from a
+small Keras actor exported to LiteRT). The agent process must never import
+TensorFlow.
+"""
+
+import os
+import time
+
+from lifecycle_msgs.msg import Transition
+import numpy as np
+import pytest
+from rclpy.action import ActionServer
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_test_support import NodeProcess, RosContext, spin_until
+from std_msgs.msg import Header
+from test_window_source_lifecycle import LifecycleDriver
+from tspace_interfaces.action import FlashTorqueMap
+from tspace_interfaces.msg import ObservationWindow, PolicyUpdate, TorqueMap as TorqueMapMsg
+
+from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder
+from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg, window_to_msg
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS
+from tspace_ros.signals.synthetic import SyntheticDrive
+from tspace_ros.signals.window import NS_PER_S
+from tspace_ros.torque_map import SafetyGate
+from tspace_ros.vehicle import load_vehicle_parameters
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+TIMEOUT_S = 20.0
+NAMESPACE = 'agent_test'
+DEFAULT = load_vehicle_parameters().load_default_map()
+MAPPER = ActionMapper(DEFAULT)
+STATES = StateBuilder()
+
+
+@pytest.fixture(scope='module')
+def policy():
+    """Return (keras actor, PolicyBlob version 1 with its LiteRT model)."""
+    import keras
+
+    from tspace_ros.agents.export import weights_to_blob
+    keras.utils.set_random_seed(3)
+    actor = keras.Sequential([keras.Input((STATES.state_dim,)),
+                              keras.layers.Dense(32, activation='relu'),
+                              keras.layers.Dense(MAPPER.action_dim, activation='tanh')])
+    blob = weights_to_blob(actor, 'ddpg', 1, STATES.state_dim, MAPPER.action_dim,
+                           inference_model=actor)
+    return actor, blob
+
+
+class PlayedBridge:
+    """A flash_torque_map server that records goals (and accepts or refuses them)."""
+
+    def __init__(self, ros):
+        self.node = ros.node('played_bridge', NAMESPACE)
+        self.goals, self.heartbeats, self.refuse = [], [], False
+        ActionServer(self.node, FlashTorqueMap, 'flash_torque_map', self._execute)
+        self.node.create_subscription(Header, 'heartbeat', self.heartbeats.append, 10)
+        self.windows = self.node.create_publisher(
+            ObservationWindow, 'observation/window',
+            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self.active = self.node.create_publisher(TorqueMapMsg, 'torque_map/active',
+                                                 ACTIVE_MAP_QOS)
+        self.policies = self.node.create_publisher(PolicyUpdate, 'policy/update',
+                                                   POLICY_UPDATE_QOS)
+        self.active.publish(torque_map_to_msg(DEFAULT))
+        self.drive = SyntheticDrive(vehicle_id='VIN-AGENT', seed=5)
+        self.sent = []
+
+    def _execute(self, goal_handle):
+        self.goals.append(goal_handle.request)
+        result = FlashTorqueMap.Result(active_map=goal_handle.request.map)
+        if self.refuse:
+            goal_handle.abort()
+            result.error_code = FlashTorqueMap.Result.ERROR_REJECTED_BY_SAFETY_GATE
+            result.message = 'played refusal'
+        else:
+            goal_handle.succeed()
+            result.success = True
+        return result
+
+    def send_window(self, speed_offset=0.0):
+        window = self.drive.window((1_790_000_000 + 2 * len(self.sent)) * NS_PER_S)
+        self.sent.append(window)
+        self.windows.publish(window_to_msg(window))
+        return window
+
+
+def stream_until(ros, bridge, predicate, timeout_s=TIMEOUT_S):
+    """Send a window every 0.2 s (a vehicle's stream) until predicate() holds."""
+    state = {'next': 0.0}
+
+    def check():
+        if predicate():
+            return True
+        now = time.monotonic()
+        if now >= state['next']:
+            bridge.send_window()
+            state['next'] = now + 0.2
+        return False
+    return spin_until(ros.executor, check, timeout_s)
+
+
+def expected_map(actor, window, version):
+    state = STATES.state(window)
+    action = actor(state[None, :]).numpy()[0]
+    proposed, start, count = MAPPER.to_map(action, float(window.signal('speed').max()),
+                                           DEFAULT, version)
+    return proposed, start, count
+
+
+def test_agent_acts_with_verified_policies_and_never_loads_tensorflow(tmp_path, policy):
+    actor, blob = policy
+    with NodeProcess('tspace_ros.nodes.agent', tmp_path / 'agent.log', [
+            '-r', f'__ns:=/{NAMESPACE}', '-p', 'mode:=infer']) as process, \
+            RosContext() as ros:
+        bridge = PlayedBridge(ros)
+        node = LifecycleDriver(ros, f'{NAMESPACE}/agent')
+        assert node.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert node.transition(Transition.TRANSITION_ACTIVATE)
+        assert spin_until(ros.executor, lambda: bridge.windows.get_subscription_count(),
+                          TIMEOUT_S)
+
+        # No policy yet: windows are taken (heartbeat) but nothing is flashed.
+        bridge.send_window()
+        assert spin_until(ros.executor, lambda: bridge.heartbeats, TIMEOUT_S)
+        assert bridge.goals == []
+
+        bridge.policies.publish(blob.to_msg())
+        assert spin_until(ros.executor, lambda: 'version 1 installed' in process.output(),
+                          TIMEOUT_S), process.output()
+        window = bridge.send_window()
+        assert spin_until(ros.executor, lambda: bridge.goals, TIMEOUT_S), process.output()
+        goal = bridge.goals[0].map
+        got = torque_map_from_msg(goal, reference=DEFAULT)
+        want, start, count = expected_map(actor, window, 1)
+        assert (goal.changed_row_start, goal.changed_row_count) == (start, count)
+        assert goal.policy_version == 1
+        np.testing.assert_allclose(got.torque_nm, want.torque_nm, atol=0.02)
+        assert SafetyGate(DEFAULT).check(got, DEFAULT, start, count).ok
+
+        # A corrupted update is rejected; the agent keeps acting with version 1.
+        fields = blob.to_update_fields()
+        bad = PolicyUpdate(algorithm='ddpg', version=2, format='npz',
+                           weights=bytes(fields['weights']), sha256='0' * 64,
+                           model_format='tflite', model=bytes(fields['model']),
+                           model_sha256=fields['model_sha256'], state_dim=90, action_dim=68)
+        bridge.policies.publish(bad)
+        assert spin_until(ros.executor, lambda: 'policy update rejected' in process.output(),
+                          TIMEOUT_S), process.output()
+        # The agent sends one goal at a time; windows meanwhile are skipped (counted).
+        bridge.refuse = True  # the bridge refuses: reported, the agent goes on
+        count_before = len(bridge.goals)
+        assert stream_until(ros, bridge, lambda: len(bridge.goals) > count_before)
+        bridge.refuse = False
+        assert stream_until(ros, bridge, lambda: len(bridge.goals) > count_before + 1), \
+            process.output()
+        assert all(g.map.policy_version == 1 for g in bridge.goals)
+
+        # The vehicle side stays small: no TensorFlow in the agent's process.
+        maps = open(f'/proc/{process.pid}/maps').read()
+        assert 'libtensorflow' not in maps and '_pywrap_tensorflow' not in maps
+        peak_kb = int([line.split()[1] for line in open(f'/proc/{process.pid}/status')
+                       if line.startswith('VmHWM')][0])
+        assert peak_kb < 300 * 1024, f'agent peak RSS {peak_kb / 1024:.0f} MB'
+        assert node.transition(Transition.TRANSITION_DEACTIVATE)
+    assert 'flash refused' in process.output()
+
+
+def test_wrong_settings_fail_configure_with_their_names(tmp_path):
+    with NodeProcess('tspace_ros.nodes.agent', tmp_path / 'bad.log', [
+            '-r', '__ns:=/agent_bad', '-p', 'algorithm:=ppo', '-p', 'mode:=explore',
+            '-p', 'policy_file:=/nonexistent.npz']) as process, RosContext() as ros:
+        node = LifecycleDriver(ros, 'agent_bad/agent')
+        assert not node.transition(Transition.TRANSITION_CONFIGURE)
+        assert process.wait(0.0) is None
+    output = process.output()
+    assert "algorithm must be one of ('ddpg', 'rdpg'), got 'ppo'" in output
+    assert "mode must be one of ('train', 'infer'), got 'explore'" in output

@@ -1,0 +1,306 @@
+"""
+The agent lifecycle node: observation windows in, torque-map flash goals out.
+
+The vehicle side stays small: the actor runs through LiteRT and this process
+never imports TensorFlow. Topics (relative, in the vehicle's namespace):
+
+- subscribes ``observation/window``, ``torque_map/active`` (the map the VCU
+  applies, transient local) and ``policy/update`` (PolicyUpdate, transient local);
+- sends goals to the ``flash_torque_map`` action of the CAN bridge, one at a time;
+- publishes ``heartbeat`` (std_msgs/Header, feeds the bridge's watchdog) and
+  ``/diagnostics``.
+
+A policy update is verified (sha256 of weights and model, algorithm, state and
+action sizes) and swapped in between two inferences; a bad one is rejected and
+reported, and the agent keeps the last good policy. Every map it asks for is
+built from the default map within the safety gate's limits and still passes the
+bridge's gate; if inference fails or the bridge refuses, the vehicle stays on
+its last good map. In ``train`` mode exploration noise is added to the actions;
+in ``infer`` mode the policy acts deterministically.
+"""
+
+import sys
+import threading
+import time
+from typing import Optional
+
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+from rclpy.action import ActionClient
+from rclpy.lifecycle import TransitionCallbackReturn
+from std_msgs.msg import Header
+from tspace_interfaces.action import FlashTorqueMap
+from tspace_interfaces.msg import ObservationWindow, PolicyUpdate, TorqueMap as TorqueMapMsg
+
+from tspace_ros.agents.litert import LiteRtActor, LiteRtRecurrentActor
+from tspace_ros.agents.noise import make_noise, NOISE_KINDS
+from tspace_ros.agents.policy_exchange import PolicyBlob, PolicyError
+from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder, StateError
+from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
+from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
+from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg, window_from_msg
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, WINDOW_QOS
+from tspace_ros.signals.window import WindowError
+from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
+from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
+
+ALGORITHMS = ('ddpg', 'rdpg')
+MODES = ('train', 'infer')
+
+
+class Agent(TspaceLifecycleNode):
+    """Lifecycle adapter: window -> state -> LiteRT actor -> map rows -> flash goal."""
+
+    def __init__(self, node_name: str = 'agent', **kwargs):
+        """Declare the parameters; nothing is created before configure."""
+        super().__init__(node_name, **kwargs)
+        d = self.declare_described
+        d('algorithm', 'ddpg', 'Policy algorithm: ddpg or rdpg.')
+        d('mode', 'infer', 'train (exploration noise on) or infer (deterministic).')
+        d('noise', 'gaussian', 'Exploration noise in train mode: gaussian or ou.')
+        d('noise_sigma', 0.1, 'Noise standard deviation (action units).', (0.0, 2.0))
+        d('noise_theta', 0.15, 'Ornstein-Uhlenbeck mean reversion.', (0.0, 10.0))
+        d('seed', 0, 'Seed of the exploration noise.', (0, 2**31 - 1))
+        d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
+        d('torque_budget_nm', 250.0, 'Largest change from the default map, Nm.', (0.0, 10000.0))
+        d('upper_bound', 1.0, 'Upper limit as a factor on the default map (>= 1).', (1.0, 10.0))
+        d('rows_per_action', 4, 'Speed rows one action changes.', (1, 64))
+        d('samples_per_window', 30, 'Samples per signal the policy expects.', (1, 100000))
+        d('recent_actions', 0, 'Past actions appended to the state.', (0, 16))
+        d('policy_file', '', "Policy blob (.npz) to start with ('' = wait for policy/update).")
+        d('goal_timeout_s', 30.0, 'Give up waiting for a flash result after this, s (wall).',
+          (0.1, 600.0))
+        self._lock = threading.Lock()
+        self.release()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load the default map, the optional initial policy; create the interfaces."""
+        if not self.parameters_valid():
+            return TransitionCallbackReturn.FAILURE
+        p = self._param
+        problems = [f'{name} must be one of {allowed}, got {p(name)!r}'
+                    for name, allowed in (('algorithm', ALGORITHMS), ('mode', MODES),
+                                          ('noise', NOISE_KINDS))
+                    if p(name) not in allowed]
+        try:
+            default_path = p('default_map_file') or str(
+                vehicle_config_path('sim_van').with_name('sim_van_default_map.yaml'))
+            default_map = load_torque_map(default_path)
+            mapper = ActionMapper(default_map, p('torque_budget_nm'), p('upper_bound'),
+                                  p('rows_per_action'))
+            states = StateBuilder(p('samples_per_window'), mapper.action_dim,
+                                  p('recent_actions'))
+        except (OSError, ValueError) as error:
+            problems.append(f'{type(error).__name__}: {error}')
+        if problems:
+            for problem in problems:
+                self.get_logger().error(f'configure failed: {problem}')
+            return TransitionCallbackReturn.FAILURE
+        self._mapper, self._states, self._current_map = mapper, states, default_map
+        self._noise = make_noise(p('noise'), mapper.action_dim, p('noise_sigma'),
+                                 p('noise_theta'), seed=p('seed'))
+        if p('policy_file'):
+            try:
+                self._install(PolicyBlob.load(p('policy_file')), f'file {p("policy_file")}')
+            except (OSError, PolicyError) as error:
+                self.get_logger().error(f'configure failed: policy_file: {error}')
+                return TransitionCallbackReturn.FAILURE
+        self._flash = ActionClient(self, FlashTorqueMap, 'flash_torque_map')
+        self._heartbeat = self.create_lifecycle_publisher(Header, 'heartbeat', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._subs = [
+            self.create_subscription(ObservationWindow, 'observation/window', self._on_window,
+                                     WINDOW_QOS),
+            self.create_subscription(TorqueMapMsg, 'torque_map/active', self._on_active_map,
+                                     ACTIVE_MAP_QOS),
+            self.create_subscription(PolicyUpdate, 'policy/update', self._on_policy,
+                                     POLICY_UPDATE_QOS),
+        ]
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(
+            f'configured: {p("algorithm")} in {p("mode")} mode, state {states.state_dim}, '
+            f'action {mapper.action_dim}, policy '
+            f'{self._actor_version if self._actor else "none yet (waiting for policy/update)"}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self):
+        """Drop the policy, subscriptions, clients and publishers."""
+        for sub in getattr(self, '_subs', []):
+            self.destroy_subscription(sub)
+        if getattr(self, '_diag_timer', None) is not None:
+            self.destroy_timer(self._diag_timer)
+        if getattr(self, '_flash', None) is not None:
+            self._flash.destroy()
+        if getattr(self, '_heartbeat', None) is not None:
+            self.destroy_lifecycle_publisher(self._heartbeat)
+        if getattr(self, '_diag_pub', None) is not None:
+            self.destroy_publisher(self._diag_pub)
+        self._subs, self._diag_timer, self._flash = [], None, None
+        self._heartbeat = self._diag_pub = None
+        self._actor = None
+        self._actor_version: Optional[int] = None
+        self._mapper = self._states = self._current_map = self._noise = None
+        self._goal_pending_since: Optional[float] = None
+        self._counts = {'windows': 0, 'goals': 0, 'flashed': 0, 'refused': 0,
+                        'skipped_busy': 0, 'skipped_no_policy': 0, 'bad_windows': 0,
+                        'inference_errors': 0, 'policy_updates': 0, 'policy_rejected': 0}
+        self._last_problem = ''
+        self._latency_ms = []
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Stop acting (windows are ignored while inactive)."""
+        self._goal_pending_since = None
+        return super().on_deactivate(state)
+
+    def _param(self, name):
+        return self.get_parameter(name).value
+
+    # ---- policy ------------------------------------------------------------------------------
+
+    def _install(self, blob: PolicyBlob, source: str) -> None:
+        """Verify a policy and swap it in; PolicyError if it does not fit this agent."""
+        blob.verify(algorithm=self._param('algorithm'), state_dim=self._states.state_dim,
+                    action_dim=self._mapper.action_dim)
+        if blob.model_format != 'tflite' or not blob.model:
+            raise PolicyError('the policy carries no LiteRT (tflite) model for the vehicle')
+        kind = LiteRtRecurrentActor if self._param('algorithm') == 'rdpg' else LiteRtActor
+        actor = kind(blob.model, state_dim=blob.state_dim, action_dim=blob.action_dim)
+        with self._lock:  # between two inferences
+            self._actor, self._actor_version = actor, blob.version
+        self.get_logger().info(f'policy {blob.algorithm} version {blob.version} installed '
+                               f'from {source}')
+
+    def _on_policy(self, msg: PolicyUpdate):
+        if self._states is None:
+            return
+        self._counts['policy_updates'] += 1
+        try:
+            blob = PolicyBlob.from_msg(msg, expected_algorithm=self._param('algorithm'))
+            if self._actor_version is not None and blob.version <= self._actor_version:
+                raise PolicyError(f'version {blob.version} is not newer than the installed '
+                                  f'{self._actor_version}')
+            self._install(blob, 'policy/update')
+        except PolicyError as error:
+            self._counts['policy_rejected'] += 1
+            self._last_problem = f'policy update rejected: {error}'
+            self.get_logger().error(f'{self._last_problem}; keeping version '
+                                    f'{self._actor_version}')
+
+    def _on_active_map(self, msg: TorqueMapMsg):
+        if self._mapper is None:
+            return
+        try:
+            self._current_map = torque_map_from_msg(msg, reference=self._mapper.default_map)
+        except TorqueMapError as error:
+            self._last_problem = f'unusable active map: {error}'
+
+    # ---- acting ------------------------------------------------------------------------------
+
+    def _on_window(self, msg: ObservationWindow):
+        if self._state_machine.current_state[1] != 'active' or self._states is None:
+            return
+        self._counts['windows'] += 1
+        self._heartbeat.publish(Header(stamp=self.get_clock().now().to_msg()))
+        started = time.perf_counter()
+        if self._goal_pending_since is not None:
+            if time.monotonic() - self._goal_pending_since < self._param('goal_timeout_s'):
+                self._counts['skipped_busy'] += 1
+                return
+            self._last_problem = 'no result from the bridge; giving up on the last goal'
+            self._goal_pending_since = None
+        try:
+            window = window_from_msg(msg)
+            state = self._states.state(window)
+        except (WindowError, StateError) as error:
+            self._counts['bad_windows'] += 1
+            self._last_problem = f'window {msg.step_index} unusable: {error}'
+            return
+        with self._lock:
+            actor, version = self._actor, self._actor_version
+            if actor is None:
+                self._counts['skipped_no_policy'] += 1
+                return
+            try:
+                if isinstance(actor, LiteRtRecurrentActor):
+                    action = actor.step(state)
+                else:
+                    action = actor.infer(state)
+                if self._param('mode') == 'train':
+                    action = np.clip(action + self._noise.sample(), -1.0, 1.0)
+                proposed, row_start, row_count = self._mapper.to_map(
+                    action, float(window.signal('speed').max()), self._current_map, version)
+            except (ValueError, RuntimeError) as error:  # LiteRtError is a ValueError
+                self._counts['inference_errors'] += 1
+                self._last_problem = f'inference failed, no map sent: {error}'
+                self.get_logger().error(self._last_problem, throttle_duration_sec=5.0)
+                return
+        self._states.remember(action)
+        self._send_goal(proposed, row_start, row_count)
+        self._latency_ms.append((time.perf_counter() - started) * 1e3)
+
+    def _send_goal(self, proposed: TorqueMap, row_start: int, row_count: int):
+        if not self._flash.server_is_ready():
+            self._last_problem = 'the CAN bridge (flash_torque_map) is not available'
+            return
+        goal = FlashTorqueMap.Goal(map=torque_map_to_msg(
+            proposed, self.get_clock().now().nanoseconds, row_start, row_count))
+        self._goal_pending_since = time.monotonic()
+        self._counts['goals'] += 1
+        self._flash.send_goal_async(goal).add_done_callback(self._on_goal_answer)
+
+    def _on_goal_answer(self, future):
+        handle = future.result()
+        if not handle.accepted:
+            self._goal_pending_since = None
+            self._counts['refused'] += 1
+            self._last_problem = 'the bridge did not accept the flash goal'
+            return
+        handle.get_result_async().add_done_callback(self._on_result)
+
+    def _on_result(self, future):
+        self._goal_pending_since = None
+        result = future.result().result
+        if result.success:
+            self._counts['flashed'] += 1
+        else:
+            self._counts['refused'] += 1
+            self._last_problem = (f'flash refused (error {result.error_code}): '
+                                  f'{result.message}; the vehicle keeps its last good map')
+            self.get_logger().warning(self._last_problem, throttle_duration_sec=5.0)
+
+    # ---- diagnostics -------------------------------------------------------------------------
+
+    def _publish_diagnostics(self):
+        if self._states is None:
+            return
+        latencies = sorted(self._latency_ms)
+        self._latency_ms = []
+        values = dict(self._counts)
+        values.update({
+            'policy_version': self._actor_version if self._actor_version is not None else '-',
+            'mode': self._param('mode'),
+            'window_to_goal_ms_median': latencies[len(latencies) // 2] if latencies else 0.0,
+            'window_to_goal_ms_max': latencies[-1] if latencies else 0.0,
+            'last_problem': self._last_problem or '-',
+        })
+        if self._actor is None:
+            level, message = WARN, 'no policy yet'
+        elif self._counts['policy_rejected'] or self._counts['inference_errors']:
+            level, message = ERROR if self._counts['inference_errors'] else WARN, \
+                self._last_problem
+        else:
+            level, message = OK, f'acting with policy version {self._actor_version}'
+        self._diag_pub.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), f'{self.get_fully_qualified_name()}: agent',
+            self._mapper.default_map.vehicle_id, level, message, values))
+
+
+def main(args=None) -> int:
+    """Run the agent node until it is shut down."""
+    return run_lifecycle_node(Agent, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
