@@ -1,0 +1,350 @@
+"""
+DDPG (deep deterministic policy gradient) with TensorFlow/Keras 3.
+
+The agent learns a deterministic policy mu(s) in [-1, 1]^action_dim and a Q
+function Q(s, a) from batches of transitions (see ``replay``). One update:
+
+- critic: minimise mean (y - Q(s, a))^2 with the TD target
+  y = r + gamma (1 - done) Q'(s', mu'(s')) from the target networks;
+- actor: minimise -mean Q(s, mu(s)) (with the just-updated critic);
+- optional global-norm gradient clipping of each network's gradients;
+- soft target updates theta' <- tau theta + (1 - tau) theta'.
+
+All of it runs in one ``tf.function`` per agent (no retracing: fixed input
+signature, any batch size). Exploration noise is added only by
+``act(..., explore=True)``; ``act(..., explore=False)`` is the deterministic
+policy (tspace added noise at inference too).
+
+Checkpoints are directories: ``actor.keras`` and ``critic.keras`` (whole Keras
+models, loadable on their own), ``target_actor.weights.h5`` and
+``target_critic.weights.h5``, ``optimizers.*`` (a ``tf.train.Checkpoint`` of
+both Adam optimisers: moments and iteration counts), ``normalizers.npz``
+(plain arrays) and ``agent.json`` (dimensions, config, update count, noise and
+sampling generator states). No pickle. A loaded agent's next updates, actions
+and noise are those the saved one would have produced.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Dict, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tspace_ros.agents.networks import build_actor, build_critic
+from tspace_ros.agents.noise import make_noise, NOISE_KINDS
+from tspace_ros.agents.normalization import ObservationNormalizer, RewardScaler
+from tspace_ros.agents.replay import TransitionSource
+
+CHECKPOINT_FORMAT = 1
+METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
+_TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
+
+
+@dataclasses.dataclass
+class DdpgConfig:
+    """
+    Every DDPG hyperparameter, with tspace's value where it had one.
+
+    The batch size is 256, not tspace's 4: a TD target and a policy gradient
+    averaged over 4 samples are so noisy that each update moves the networks
+    mostly at random, while an update of 256 costs only about 2.5 times one of
+    4 on a 2-core CPU (1.7 vs 4.5 ms: fixed per-update overhead dominates small
+    batches), so 256 gives about 25 times the gradient signal per second. It is
+    also what TD3/SAC/CleanRL use for continuous control. The rest of tspace's
+    settings are kept: gamma 0.99, tau 0.005, both learning rates 1e-3, its
+    network shapes and OU noise (sigma 0.2, theta 0.15, dt 0.01). Observation
+    normalisation is off by default: ``vehicle_policy.StateBuilder`` already
+    scales each signal to about [0, 1].
+    """
+
+    gamma: float = 0.99                     # discount per step
+    tau: float = 0.005                      # soft target update rate per update
+    actor_lr: float = 1e-3                  # Adam learning rate of the actor (tspace)
+    critic_lr: float = 1e-3                 # Adam learning rate of the critic (tspace)
+    batch_size: int = 256                   # transitions per update (tspace: 4; see above)
+    grad_clip_norm: Optional[float] = None  # global-norm clip per network; None: no clipping
+    actor_units: Tuple[int, ...] = (256, 256)         # actor hidden layers (ReLU)
+    actor_final_init: float = 3e-3                    # tanh layer kernel uniform in +-this
+    critic_state_units: Tuple[int, ...] = (16, 32)    # critic state branch (ReLU)
+    critic_action_units: Tuple[int, ...] = (32,)      # critic action branch (ReLU)
+    critic_units: Tuple[int, ...] = (256, 256)        # critic layers after the concat (ReLU)
+    critic_final_init: Optional[float] = None         # Q layer kernel +-this; None: Glorot
+    noise: str = 'ou'                       # exploration noise: 'ou' or 'gaussian'
+    noise_sigma: float = 0.2                # noise scale in action units ([-1, 1])
+    ou_theta: float = 0.15                  # OU mean reversion rate
+    ou_dt: float = 0.01                     # OU time step
+    normalize_observations: bool = False    # standardise states with running statistics
+    observation_clip: float = 5.0           # clip standardised states to +-this
+    reward_scale: float = 1.0               # rewards are multiplied by this in the TD target
+    normalize_rewards: bool = False         # also divide rewards by their running std
+    jit_compile: bool = False               # compile the update with XLA
+    seed: int = 0                           # seeds initial weights, noise and batch sampling
+
+    def __post_init__(self):
+        """Check ranges; turn list fields (from JSON) back into tuples."""
+        for name in _TUPLE_FIELDS:
+            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
+        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
+            raise ValueError('learning rates and batch_size must be positive')
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError('grad_clip_norm must be positive or None')
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the config as JSON-able values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> 'DdpgConfig':
+        """Build a config from ``to_dict`` output (unknown keys are an error)."""
+        return cls(**values)
+
+
+class DdpgAgent:
+    """
+    A DDPG learner: actor, critic, their target copies and Adam optimisers.
+
+    ``state_dim`` is the length of a state vector, ``action_dim`` that of an
+    action (each element in [-1, 1]). The networks take normalised states when
+    ``config.normalize_observations`` is on; ``act`` normalises, so callers
+    always pass raw states. An exported policy must carry the normaliser's
+    statistics (``obs_normalizer.get_state()``) in that case.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, config: Optional[DdpgConfig] = None):
+        self.config = cfg = config if config is not None else DdpgConfig()
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        net_seed, noise_seed, sample_seed = (
+            int(s.generate_state(1)[0]) for s in np.random.SeedSequence(cfg.seed).spawn(3))
+
+        def actor(name, seed):
+            return build_actor(self.state_dim, self.action_dim, cfg.actor_units,
+                               cfg.actor_final_init, seed=seed, name=name)
+
+        def critic(name, seed):
+            return build_critic(self.state_dim, self.action_dim, cfg.critic_state_units,
+                                cfg.critic_action_units, cfg.critic_units,
+                                cfg.critic_final_init, seed=seed, name=name)
+
+        self.actor, self.critic = actor('actor', net_seed), critic('critic', net_seed + 1)
+        self.target_actor, self.target_critic = actor('target_actor', None), critic(
+            'target_critic', None)
+        self.target_actor.set_weights(self.actor.get_weights())
+        self.target_critic.set_weights(self.critic.get_weights())
+        self.actor_optimizer = keras.optimizers.Adam(cfg.actor_lr, name='actor_optimizer')
+        self.critic_optimizer = keras.optimizers.Adam(cfg.critic_lr, name='critic_optimizer')
+        self.actor_optimizer.build(self.actor.trainable_variables)
+        self.critic_optimizer.build(self.critic.trainable_variables)
+
+        self.noise = make_noise(cfg.noise, self.action_dim, cfg.noise_sigma, cfg.ou_theta,
+                                cfg.ou_dt, seed=noise_seed)
+        self.obs_normalizer = (ObservationNormalizer(self.state_dim, cfg.observation_clip)
+                               if cfg.normalize_observations else None)
+        self.reward_scaler = RewardScaler(cfg.reward_scale, cfg.normalize_rewards)
+        self.rng = np.random.default_rng(sample_seed)   # draws training batches
+        self.update_count = 0
+
+        state_spec = tf.TensorSpec([None, self.state_dim], tf.float32)
+        action_spec = tf.TensorSpec([None, self.action_dim], tf.float32)
+        vector_spec = tf.TensorSpec([None], tf.float32)
+        self._policy = tf.function(self._policy_graph, input_signature=[state_spec])
+        self._step = tf.function(
+            self._train_step_graph, jit_compile=cfg.jit_compile,
+            input_signature=[state_spec, action_spec, vector_spec, state_spec, vector_spec])
+
+    # -- acting -------------------------------------------------------------------------
+
+    def begin_episode(self) -> None:
+        """Start an episode: reset the exploration noise (OU restarts at mu)."""
+        self.noise.reset()
+
+    def act(self, state, explore: bool = False) -> np.ndarray:
+        """
+        Return the action for a state (state_dim,) or a batch (n, state_dim).
+
+        The result is float32 of shape (action_dim,) or (n, action_dim) in
+        [-1, 1]. Without ``explore`` it is deterministic; with it the configured
+        noise is added and the sum clipped to [-1, 1].
+        """
+        x = np.asarray(state, np.float32)
+        single = x.ndim == 1
+        if single:
+            x = x[np.newaxis]
+        if x.ndim != 2 or x.shape[1] != self.state_dim:
+            raise ValueError(f'state must have shape ({self.state_dim},) or '
+                             f'(n, {self.state_dim}), got {np.shape(state)}')
+        if self.obs_normalizer is not None:
+            x = self.obs_normalizer.normalize(x)
+        action = self._policy(x).numpy()
+        if explore:
+            action = np.clip(action + self.noise.sample(None if single else len(action)),
+                             -1.0, 1.0)
+        return (action[0] if single else action).astype(np.float32)
+
+    def _policy_graph(self, state):
+        """Actor forward pass (compiled): (n, state_dim) -> (n, action_dim)."""
+        return self.actor(state, training=False)
+
+    # -- learning -----------------------------------------------------------------------
+
+    def train_step(self, batch: Dict[str, np.ndarray]) -> Dict[str, float]:
+        """
+        Run one update on a batch (keys ``replay.TRANSITION_KEYS``, raw states and rewards).
+
+        States are normalised and rewards scaled with the current statistics
+        (this does not update them; ``update`` does). Returns the metrics of
+        METRIC_NAMES: losses and Q mean before this update, gradient global
+        norms before clipping.
+        """
+        metrics = self._step(*self._prepare(batch))
+        self.update_count += 1
+        return {name: float(value) for name, value in metrics.items()}
+
+    def update(self, source: TransitionSource, n_updates: int) -> Dict[str, np.ndarray]:
+        """
+        Sample ``n_updates`` batches of ``config.batch_size`` from ``source`` and train on each.
+
+        With normalisation on, each sampled batch first updates the running
+        statistics (so they follow whatever the source holds). Returns each
+        metric of METRIC_NAMES as an array of shape (n_updates,).
+        """
+        if len(source) == 0:
+            raise ValueError('the transition source is empty')
+        results = []
+        for _ in range(int(n_updates)):
+            batch = source.sample(self.config.batch_size, self.rng)
+            if self.obs_normalizer is not None:
+                self.obs_normalizer.update(batch['state'])
+            self.reward_scaler.update(batch['reward'])
+            results.append(self._step(*self._prepare(batch)))
+            self.update_count += 1
+        return {name: np.array([float(r[name]) for r in results], np.float64)
+                for name in METRIC_NAMES}
+
+    def _prepare(self, batch):
+        """Return the compiled step's float32 arguments for a batch."""
+        state, next_state = batch['state'], batch['next_state']
+        if self.obs_normalizer is not None:
+            state = self.obs_normalizer.normalize(state)
+            next_state = self.obs_normalizer.normalize(next_state)
+        reward = self.reward_scaler.scale_rewards(np.reshape(batch['reward'], (-1,)))
+        return (np.asarray(state, np.float32), np.asarray(batch['action'], np.float32),
+                reward, np.asarray(next_state, np.float32),
+                np.asarray(batch['done'], np.float32).reshape(-1))
+
+    def _train_step_graph(self, state, action, reward, next_state, done):
+        """One DDPG update (compiled): critic, actor, then soft target updates."""
+        cfg = self.config
+        next_action = self.target_actor(next_state, training=False)
+        next_q = tf.squeeze(self.target_critic([next_state, next_action], training=False), -1)
+        target = tf.stop_gradient(reward + cfg.gamma * (1.0 - done) * next_q)
+
+        critic_vars = self.critic.trainable_variables
+        with tf.GradientTape() as tape:
+            q = tf.squeeze(self.critic([state, action], training=True), -1)
+            critic_loss = tf.reduce_mean(tf.square(target - q))
+        critic_grads, critic_norm = clip_gradients(tape.gradient(critic_loss, critic_vars),
+                                                   cfg.grad_clip_norm)
+        self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
+
+        actor_vars = self.actor.trainable_variables
+        with tf.GradientTape() as tape:
+            actor_q = self.critic([state, self.actor(state, training=True)], training=False)
+            actor_loss = -tf.reduce_mean(actor_q)
+        actor_grads, actor_norm = clip_gradients(tape.gradient(actor_loss, actor_vars),
+                                                 cfg.grad_clip_norm)
+        self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars))
+
+        soft_update(self.target_critic.weights, self.critic.weights, cfg.tau)
+        soft_update(self.target_actor.weights, self.actor.weights, cfg.tau)
+        return {'critic_loss': critic_loss, 'actor_loss': actor_loss,
+                'q_mean': tf.reduce_mean(q), 'critic_grad_norm': critic_norm,
+                'actor_grad_norm': actor_norm}
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self, directory) -> pathlib.Path:
+        """
+        Write everything needed to resume into ``directory`` (replaced as a whole).
+
+        The files are written to a temporary sibling first and swapped in, so a
+        crash never leaves a half-written checkpoint under the name.
+        """
+        directory = pathlib.Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.parent / f'.{directory.name}.tmp-{os.getpid()}'
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self.actor.save(tmp / 'actor.keras')
+        self.critic.save(tmp / 'critic.keras')
+        self.target_actor.save_weights(tmp / 'target_actor.weights.h5')
+        self.target_critic.save_weights(tmp / 'target_critic.weights.h5')
+        self._optimizer_checkpoint().write(str(tmp / 'optimizers'))
+        arrays = {f'reward_{k}': v for k, v in self.reward_scaler.get_state().items()}
+        if self.obs_normalizer is not None:
+            arrays.update({f'obs_{k}': v for k, v in self.obs_normalizer.get_state().items()})
+        np.savez(tmp / 'normalizers.npz', **arrays)
+        meta = {'format': CHECKPOINT_FORMAT, 'algorithm': 'ddpg', 'state_dim': self.state_dim,
+                'action_dim': self.action_dim, 'config': self.config.to_dict(),
+                'update_count': self.update_count, 'noise': self.noise.get_state(),
+                'sampling_rng': self.rng.bit_generator.state}
+        (tmp / 'agent.json').write_text(json.dumps(meta, indent=1))
+        old = directory.parent / f'.{directory.name}.old-{os.getpid()}'
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load_checkpoint(cls, directory) -> 'DdpgAgent':
+        """Return the agent saved by ``save_checkpoint`` in ``directory``, ready to resume."""
+        directory = pathlib.Path(directory)
+        meta = json.loads((directory / 'agent.json').read_text())
+        if meta.get('format') != CHECKPOINT_FORMAT or meta.get('algorithm') != 'ddpg':
+            raise ValueError(f'{directory}: not a DDPG checkpoint of format {CHECKPOINT_FORMAT}')
+        agent = cls(meta['state_dim'], meta['action_dim'], DdpgConfig.from_dict(meta['config']))
+        agent.actor.load_weights(directory / 'actor.keras')
+        agent.critic.load_weights(directory / 'critic.keras')
+        agent.target_actor.load_weights(directory / 'target_actor.weights.h5')
+        agent.target_critic.load_weights(directory / 'target_critic.weights.h5')
+        agent._optimizer_checkpoint().read(str(directory / 'optimizers')).assert_consumed()
+        with np.load(directory / 'normalizers.npz', allow_pickle=False) as arrays:
+            agent.reward_scaler.set_state(_prefixed(arrays, 'reward_'))
+            if agent.obs_normalizer is not None:
+                agent.obs_normalizer.set_state(_prefixed(arrays, 'obs_'))
+        agent.update_count = int(meta['update_count'])
+        agent.noise.set_state(meta['noise'])
+        agent.rng.bit_generator.state = meta['sampling_rng']
+        return agent
+
+    def _optimizer_checkpoint(self) -> tf.train.Checkpoint:
+        """Return a checkpoint object tracking both optimisers' variables."""
+        return tf.train.Checkpoint(actor_optimizer=self.actor_optimizer,
+                                   critic_optimizer=self.critic_optimizer)
+
+
+def clip_gradients(grads, clip_norm: Optional[float]):
+    """Return (grads scaled to global norm <= clip_norm, global norm before clipping)."""
+    if clip_norm is None:
+        return grads, tf.linalg.global_norm(grads)
+    return tf.clip_by_global_norm(grads, clip_norm)
+
+
+def soft_update(target_variables, source_variables, tau: float) -> None:
+    """Move each target variable towards its source: t <- tau s + (1 - tau) t."""
+    for target, source in zip(target_variables, source_variables):
+        target.assign(tau * source + (1.0 - tau) * target)
+
+
+def _prefixed(arrays, prefix: str) -> Dict[str, np.ndarray]:
+    """Return the arrays whose names start with ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: arrays[k] for k in arrays.files if k.startswith(prefix)}
