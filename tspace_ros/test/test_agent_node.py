@@ -181,3 +181,37 @@ def test_wrong_settings_fail_configure_with_their_names(tmp_path):
     output = process.output()
     assert "algorithm must be one of ('ddpg', 'rdpg'), got 'ppo'" in output
     assert "mode must be one of ('train', 'infer'), got 'explore'" in output
+
+
+def test_recurrent_policy_carries_its_state_through_the_node(tmp_path):
+    from tspace_ros.agents.export import weights_to_blob
+    from tspace_ros.agents.rdpg import RdpgAgent, RdpgConfig
+
+    trainer = RdpgAgent(STATES.state_dim, MAPPER.action_dim, RdpgConfig(
+        actor_dense_units=16, actor_lstm_units=(16, 16), critic_dense_units=16,
+        critic_lstm_units=(16, 16), critic_head_units=(16, 16), seed=4))
+    blob = weights_to_blob(trainer.actor, 'rdpg', 2, STATES.state_dim, MAPPER.action_dim,
+                           inference_model=trainer.step_actor)
+    with NodeProcess('tspace_ros.nodes.agent', tmp_path / 'agent.log', [
+            '-r', f'__ns:=/{NAMESPACE}', '-p', 'algorithm:=rdpg']) as process, \
+            RosContext() as ros:
+        bridge = PlayedBridge(ros)
+        node = LifecycleDriver(ros, f'{NAMESPACE}/agent')
+        assert node.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert node.transition(Transition.TRANSITION_ACTIVATE)
+        bridge.policies.publish(blob.to_msg())
+        assert spin_until(ros.executor, lambda: 'version 2 installed' in process.output(),
+                          TIMEOUT_S), process.output()
+        assert stream_until(ros, bridge, lambda: len(bridge.goals) >= 3), process.output()
+    # The deployed step actor (LiteRT, fresh LSTM state, zero last action) asks for the
+    # map the trainer's Keras actor wants at the start of an episode. Stepping over
+    # sequences is checked at the export level (test_litert_export).
+    assert all(goal.map.policy_version == 2 for goal in bridge.goals)
+    trainer.begin_episode()
+    window = bridge.sent[0]
+    action = trainer.act(STATES.state(window), explore=False)
+    first = bridge.goals[0].map
+    want, start, _ = MAPPER.to_map(action, float(window.signal('speed').max()), DEFAULT, 2)
+    assert first.changed_row_start == start
+    np.testing.assert_allclose(torque_map_from_msg(first, reference=DEFAULT).torque_nm,
+                               want.torque_nm, atol=0.02)

@@ -143,6 +143,8 @@ class Agent(TspaceLifecycleNode):
         self._actor_version: Optional[int] = None
         self._mapper = self._states = self._current_map = self._noise = None
         self._goal_pending_since: Optional[float] = None
+        self._episode_id: Optional[str] = None
+        self._last_action = None
         self._counts = {'windows': 0, 'goals': 0, 'flashed': 0, 'refused': 0,
                         'skipped_busy': 0, 'skipped_no_policy': 0, 'bad_windows': 0,
                         'inference_errors': 0, 'policy_updates': 0, 'policy_rejected': 0}
@@ -217,6 +219,12 @@ class Agent(TspaceLifecycleNode):
             self._counts['bad_windows'] += 1
             self._last_problem = f'window {msg.step_index} unusable: {error}'
             return
+        if window.episode_id != self._episode_id:  # a new episode: fresh memory
+            self._episode_id = window.episode_id
+            self._states.reset()
+            self._last_action = np.zeros(self._mapper.action_dim, np.float32)
+            if isinstance(self._actor, LiteRtRecurrentActor):
+                self._actor.reset()
         with self._lock:
             actor, version = self._actor, self._actor_version
             if actor is None:
@@ -224,7 +232,9 @@ class Agent(TspaceLifecycleNode):
                 return
             try:
                 if isinstance(actor, LiteRtRecurrentActor):
-                    action = actor.step(state)
+                    # The recurrent actor carries its LSTM state; it is fed the action
+                    # actually sent last (noise included), as in training.
+                    action = actor.step(state, self._last_action)
                 else:
                     action = actor.infer(state)
                 if self._param('mode') == 'train':
@@ -237,6 +247,7 @@ class Agent(TspaceLifecycleNode):
                 self.get_logger().error(self._last_problem, throttle_duration_sec=5.0)
                 return
         self._states.remember(action)
+        self._last_action = np.asarray(action, np.float32)
         self._send_goal(proposed, row_start, row_count)
         self._latency_ms.append((time.perf_counter() - started) * 1e3)
 
