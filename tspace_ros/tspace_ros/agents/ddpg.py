@@ -25,22 +25,19 @@ and noise are those the saved one would have produced.
 """
 
 import dataclasses
-import json
-import os
 import pathlib
-import shutil
 from typing import Any, Dict, Optional, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tspace_ros.agents.checkpoints import read_manifest, write_checkpoint
 from tspace_ros.agents.networks import build_actor, build_critic
 from tspace_ros.agents.noise import make_noise, NOISE_KINDS
 from tspace_ros.agents.normalization import ObservationNormalizer, RewardScaler
 from tspace_ros.agents.replay import TransitionSource
 
-CHECKPOINT_FORMAT = 1
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
 _TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
 
@@ -278,39 +275,29 @@ class DdpgAgent:
         The files are written to a temporary sibling first and swapped in, so a
         crash never leaves a half-written checkpoint under the name.
         """
-        directory = pathlib.Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f'.{directory.name}.tmp-{os.getpid()}'
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self.actor.save(tmp / 'actor.keras')
-        self.critic.save(tmp / 'critic.keras')
-        self.target_actor.save_weights(tmp / 'target_actor.weights.h5')
-        self.target_critic.save_weights(tmp / 'target_critic.weights.h5')
-        self._optimizer_checkpoint().write(str(tmp / 'optimizers'))
-        arrays = {f'reward_{k}': v for k, v in self.reward_scaler.get_state().items()}
-        if self.obs_normalizer is not None:
-            arrays.update({f'obs_{k}': v for k, v in self.obs_normalizer.get_state().items()})
-        np.savez(tmp / 'normalizers.npz', **arrays)
-        meta = {'format': CHECKPOINT_FORMAT, 'algorithm': 'ddpg', 'state_dim': self.state_dim,
-                'action_dim': self.action_dim, 'config': self.config.to_dict(),
-                'update_count': self.update_count, 'noise': self.noise.get_state(),
-                'sampling_rng': self.rng.bit_generator.state}
-        (tmp / 'agent.json').write_text(json.dumps(meta, indent=1))
-        old = directory.parent / f'.{directory.name}.old-{os.getpid()}'
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        def write_files(tmp: pathlib.Path) -> None:
+            self.actor.save(tmp / 'actor.keras')
+            self.critic.save(tmp / 'critic.keras')
+            self.target_actor.save_weights(tmp / 'target_actor.weights.h5')
+            self.target_critic.save_weights(tmp / 'target_critic.weights.h5')
+            self._optimizer_checkpoint().write(str(tmp / 'optimizers'))
+            arrays = {f'reward_{k}': v for k, v in self.reward_scaler.get_state().items()}
+            if self.obs_normalizer is not None:
+                arrays.update(
+                    {f'obs_{k}': v for k, v in self.obs_normalizer.get_state().items()})
+            np.savez(tmp / 'normalizers.npz', **arrays)
+
+        return write_checkpoint(directory, 'ddpg', {
+            'state_dim': self.state_dim, 'action_dim': self.action_dim,
+            'config': self.config.to_dict(), 'update_count': self.update_count,
+            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state},
+            write_files)
 
     @classmethod
     def load_checkpoint(cls, directory) -> 'DdpgAgent':
         """Return the agent saved by ``save_checkpoint`` in ``directory``, ready to resume."""
         directory = pathlib.Path(directory)
-        meta = json.loads((directory / 'agent.json').read_text())
-        if meta.get('format') != CHECKPOINT_FORMAT or meta.get('algorithm') != 'ddpg':
-            raise ValueError(f'{directory}: not a DDPG checkpoint of format {CHECKPOINT_FORMAT}')
+        meta = read_manifest(directory, 'ddpg')
         agent = cls(meta['state_dim'], meta['action_dim'], DdpgConfig.from_dict(meta['config']))
         agent.actor.load_weights(directory / 'actor.keras')
         agent.critic.load_weights(directory / 'critic.keras')

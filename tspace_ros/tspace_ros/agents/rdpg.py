@@ -60,21 +60,18 @@ states). No pickle.
 """
 
 import dataclasses
-import json
-import os
 import pathlib
-import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tspace_ros.agents.checkpoints import read_manifest, write_checkpoint
 from tspace_ros.agents.ddpg import clip_gradients, soft_update
 from tspace_ros.agents.episode_buffer import EpisodeSource
 from tspace_ros.agents.noise import make_noise, NOISE_KINDS
 
-CHECKPOINT_FORMAT = 1
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
 # tspace's (and the DDPG paper's) final-layer initialisation range of the actor.
 ACTOR_FINAL_INIT_LIMIT = 3e-3
@@ -636,31 +633,17 @@ class RdpgAgent:
         half-written checkpoint under the name. The recurrent acting state of a
         running episode is not saved: a resumed agent starts a new episode.
         """
-        directory = pathlib.Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f'.{directory.name}.tmp-{os.getpid()}'
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        self._saveable.save_weights(tmp / 'rdpg.weights.h5')
-        meta = {'format': CHECKPOINT_FORMAT, 'algorithm': 'rdpg', 'state_dim': self.state_dim,
-                'action_dim': self.action_dim, 'config': self.config.to_dict(),
-                'update_count': self.update_count, 'noise': self.noise.get_state(),
-                'sampling_rng': self.rng.bit_generator.state}
-        (tmp / 'agent.json').write_text(json.dumps(meta, indent=1))
-        old = directory.parent / f'.{directory.name}.old-{os.getpid()}'
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        return write_checkpoint(directory, 'rdpg', {
+            'state_dim': self.state_dim, 'action_dim': self.action_dim,
+            'config': self.config.to_dict(), 'update_count': self.update_count,
+            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state},
+            lambda tmp: self._saveable.save_weights(tmp / 'rdpg.weights.h5'))
 
     @classmethod
     def load_checkpoint(cls, directory) -> 'RdpgAgent':
         """Return the agent saved by ``save_checkpoint`` in ``directory``, ready to resume."""
         directory = pathlib.Path(directory)
-        meta = json.loads((directory / 'agent.json').read_text())
-        if meta.get('format') != CHECKPOINT_FORMAT or meta.get('algorithm') != 'rdpg':
-            raise ValueError(f'{directory}: not an RDPG checkpoint of format {CHECKPOINT_FORMAT}')
+        meta = read_manifest(directory, 'rdpg')
         agent = cls(meta['state_dim'], meta['action_dim'], RdpgConfig.from_dict(meta['config']))
         agent._saveable.load_weights(directory / 'rdpg.weights.h5')
         agent.update_count = int(meta['update_count'])
