@@ -15,6 +15,17 @@ from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 VEHICLE_FRAME = 'base_link'
 
 
+def _float32_field(values) -> array.array:
+    """Return values as float32 for a ``float32[]`` field (row-major for 2-D)."""
+    # array.array from bytes is ~100x faster than assigning a numpy array.
+    return array.array('f', np.ascontiguousarray(values, dtype=np.float32).tobytes())
+
+
+def _float32_values(field) -> np.ndarray:
+    """Return a ``float32[]`` field as a numpy array (zero-copy when not empty)."""
+    return np.frombuffer(field, dtype=np.float32) if len(field) else np.zeros(0, np.float32)
+
+
 def time_from_ns(ns: int) -> Time:
     """Return a builtin_interfaces/Time for integer ns since the epoch (ns >= 0)."""
     if ns < 0:
@@ -42,8 +53,7 @@ def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME,
     msg.signal_names = list(window.signal_names)
     msg.units = list(window.units)
     msg.samples_per_signal = window.n_samples
-    # array.array from bytes is ~100x faster than assigning a numpy array.
-    msg.samples = array.array('f', np.ascontiguousarray(window.samples).tobytes())
+    msg.samples = _float32_field(window.samples)
     msg.flagged_signals = list(flagged_signals)
     msg.window_start = time_from_ns(window.start_ns)
     msg.window_end = time_from_ns(window.end_ns)
@@ -53,8 +63,7 @@ def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME,
 def window_from_msg(msg: ObservationWindow) -> SignalWindow:
     """Rebuild a SignalWindow from a message; raises WindowError if it is inconsistent."""
     n_signals = len(msg.signal_names)
-    flat = np.frombuffer(msg.samples, dtype=np.float32) if len(msg.samples) else \
-        np.zeros(0, dtype=np.float32)
+    flat = _float32_values(msg.samples)
     n = msg.samples_per_signal
     if n_signals * n != flat.size:
         raise WindowError(
@@ -112,11 +121,9 @@ def torque_map_to_msg(torque_map: TorqueMap, stamp_ns: int = 0, changed_row_star
     msg = TorqueMapMsg()
     msg.header.stamp = time_from_ns(stamp_ns)
     msg.vehicle_id = torque_map.vehicle_id
-    msg.speed_breakpoints_kph = array.array(
-        'f', torque_map.speed_breakpoints_kph.astype(np.float32).tobytes())
-    msg.pedal_breakpoints = array.array(
-        'f', torque_map.pedal_breakpoints.astype(np.float32).tobytes())
-    msg.torque_nm = array.array('f', torque_map.torque_nm.astype(np.float32).tobytes())
+    msg.speed_breakpoints_kph = _float32_field(torque_map.speed_breakpoints_kph)
+    msg.pedal_breakpoints = _float32_field(torque_map.pedal_breakpoints)
+    msg.torque_nm = _float32_field(torque_map.torque_nm)
     msg.changed_row_start = changed_row_start
     msg.changed_row_count = changed_row_count
     msg.policy_version = torque_map.policy_version
@@ -132,12 +139,9 @@ def torque_map_from_msg(msg: TorqueMapMsg, reference: Optional[TorqueMap] = None
     breakpoints equal to the reference's up to float32 rounding take the
     reference's exact values, so that the safety gate compares like with like.
     """
-    speeds = np.frombuffer(msg.speed_breakpoints_kph, dtype=np.float32) \
-        if len(msg.speed_breakpoints_kph) else np.zeros(0, np.float32)
-    pedals = np.frombuffer(msg.pedal_breakpoints, dtype=np.float32) \
-        if len(msg.pedal_breakpoints) else np.zeros(0, np.float32)
-    torque = np.frombuffer(msg.torque_nm, dtype=np.float32) if len(msg.torque_nm) else \
-        np.zeros(0, np.float32)
+    speeds = _float32_values(msg.speed_breakpoints_kph)
+    pedals = _float32_values(msg.pedal_breakpoints)
+    torque = _float32_values(msg.torque_nm)
     if torque.size != speeds.size * pedals.size:
         raise TorqueMapError(f'{torque.size} torque values do not fill {speeds.size} speed '
                              f'rows x {pedals.size} pedal columns')
