@@ -41,7 +41,7 @@ import sys
 import time
 
 import can
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -49,6 +49,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.nodes.can_bus import CanBusUnavailable, open_can_bus
+from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import time_from_ns
 from tspace_ros.vehicle import (BatteryEmptyError, drive_cycle, DriveCycleError,
@@ -337,17 +338,12 @@ class VehicleSim(TspaceLifecycleNode):
         if vehicle is None or self._diagnostics_publisher is None:
             return
         m = vehicle.metrics
-        status = DiagnosticStatus()
-        status.name = f'{self.get_fully_qualified_name()}: simulated vehicle'
-        status.hardware_id = self._settings['vehicle_id']
         if self._stopped and self._stopped != FINISHED:
-            status.level, status.message = DiagnosticStatus.ERROR, self._stopped
+            level, message = ERROR, self._stopped
         elif self._can_errors:
-            status.level = DiagnosticStatus.WARN
-            status.message = f'{self._can_errors} CAN errors'
+            level, message = WARN, f'{self._can_errors} CAN errors'
         else:
-            status.level = DiagnosticStatus.OK
-            status.message = self._stopped or f'driving {self._settings["cycle"]}'
+            level, message = OK, self._stopped or f'driving {self._settings["cycle"]}'
         values = {
             'real_time_factor': f'{self._real_time_factor():.2f}',
             'target_real_time_factor': f'{self._settings["real_time_factor"]:g}',
@@ -371,10 +367,9 @@ class VehicleSim(TspaceLifecycleNode):
             'frames_received': str(vehicle.frames_received),
             'can_errors': str(self._can_errors),
         }
-        status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = time_from_ns(vehicle.utc_ns)
-        self._diagnostics_publisher.publish(array)
+        self._diagnostics_publisher.publish(diagnostic_array(
+            time_from_ns(vehicle.utc_ns), f'{self.get_fully_qualified_name()}: simulated vehicle',
+            self._settings['vehicle_id'], level, message, values))
 
     # -- releasing -----------------------------------------------------------------------
 
