@@ -10,6 +10,7 @@ from tspace_ros.torque_map import SafetyGate
 from tspace_ros.vehicle import (CYCLE_NAMES, drive_cycle, DriveCycle, DriveCycleError,
                                 load_vehicle_parameters, SAMPLE_UNITS, VehicleConfigError,
                                 VehicleSample, VehicleSimulation)
+from tspace_ros.vehicle.default_map import COAST_PEDAL
 
 PARAMS = load_vehicle_parameters()
 DEFAULT_MAP = PARAMS.load_default_map()
@@ -67,7 +68,7 @@ def test_more_lift_off_regeneration_within_the_gate_saves_energy(wltc_default):
     """What an agent may do (default - budget at low pedal) wins back friction braking."""
     gate = SafetyGate(DEFAULT_MAP)
     torque = DEFAULT_MAP.torque_nm.copy()
-    low_pedal = np.asarray(DEFAULT_MAP.pedal_breakpoints) <= 0.12
+    low_pedal = np.asarray(DEFAULT_MAP.pedal_breakpoints) <= COAST_PEDAL
     torque[:, low_pedal] -= gate.torque_budget_nm
     stronger = DEFAULT_MAP.with_torque(torque, policy_version=1)
     assert gate.check_full_map(stronger).ok

@@ -45,9 +45,8 @@ from tspace_ros.nodes.messages import torque_map_to_msg, window_from_msg
 from tspace_ros.nodes.qos import WINDOW_QOS
 from tspace_ros.torque_map import action_rows, apply_action
 from tspace_ros.vehicle import CYCLE_NAMES, drive_cycle, load_vehicle_parameters
+from tspace_ros.vehicle.default_map import COAST_PEDAL
 
-# Pedal columns up to this fraction regenerate in the default map (lift-off).
-LIFT_OFF_PEDAL = 0.12
 # The vehicle's namespace.
 NAMESPACE = 'SIMVAN00000000001'
 
@@ -103,7 +102,7 @@ def flash_goal(default_map, top_speed_kph: float, version: int):
     """Return a flash goal: more lift-off regeneration on the rows around top_speed_kph."""
     rows = action_rows(top_speed_kph, default_map.shape[0])
     pedals = np.asarray(default_map.pedal_breakpoints)
-    action = np.where(pedals <= LIFT_OFF_PEDAL, -1.0, 0.0)[None, :].repeat(len(rows), 0)
+    action = np.where(pedals <= COAST_PEDAL, -1.0, 0.0)[None, :].repeat(len(rows), 0)
     proposed = apply_action(default_map, default_map, action, rows.start, policy_version=version)
     return FlashTorqueMap.Goal(map=torque_map_to_msg(proposed, 0, rows.start, len(rows))), rows
 

@@ -31,10 +31,12 @@ import yaml
 # truck map went to -2300 Nm. The agent may only lower torque (more regeneration) by up
 # to its budget, so this is the energy it can learn to win back.
 LIFT_OFF_REGEN_NM = 800.0
+# Pedal fraction up to which the default map regenerates (zero torque there).
+COAST_PEDAL = 0.12
 
 
 def design_default_map(params: VehicleParameters, lift_off_regen_nm: float = LIFT_OFF_REGEN_NM,
-                       regen_fade_kph: float = 20.0, coast_pedal: float = 0.12,
+                       regen_fade_kph: float = 20.0, coast_pedal: float = COAST_PEDAL,
                        progression: float = 1.3) -> TorqueMap:
     """Return the default map (axle torque, Nm, 14 x 17) for a vehicle's envelope."""
     motor, driveline = Motor(params.motor), Driveline(params.driveline)
