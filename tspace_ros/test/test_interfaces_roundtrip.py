@@ -48,7 +48,8 @@ ALL_STRUCTS = list(MESSAGES) + \
 def test_the_index_lists_every_interface_the_package_defines():
     assert {m.__name__ for m in MESSAGES} == {
         'CanFrame', 'CanFrameBatch', 'ObservationWindow', 'TorqueMap', 'Transition',
-        'EpisodeSummary', 'Episode', 'PolicyUpdate', 'TrainerStatus'}
+        'EpisodeSummary', 'Episode', 'PolicyUpdate', 'TrainerStatus',
+        'AgentAction', 'EpisodeEvent'}
     assert {s.__name__ for s in SERVICES} == {'EpisodeControl', 'SampleBatch'}
     assert {a.__name__ for a in ACTIONS} == {'FlashTorqueMap'}
 
