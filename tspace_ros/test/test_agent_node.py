@@ -19,11 +19,13 @@ from ros_test_support import NodeProcess, RosContext, spin_until
 from std_msgs.msg import Header
 from test_window_source_lifecycle import LifecycleDriver
 from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import ObservationWindow, PolicyUpdate, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
+                                   TorqueMap as TorqueMapMsg)
 
 from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder
-from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg, window_to_msg
-from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS
+from tspace_ros.nodes.messages import (time_to_ns, torque_map_from_msg, torque_map_to_msg,
+                                       window_to_msg)
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 from tspace_ros.signals.synthetic import SyntheticDrive
 from tspace_ros.signals.window import NS_PER_S
 from tspace_ros.torque_map import SafetyGate
@@ -60,6 +62,9 @@ class PlayedBridge:
         self.goals, self.heartbeats, self.refuse = [], [], False
         ActionServer(self.node, FlashTorqueMap, 'flash_torque_map', self._execute)
         self.node.create_subscription(Header, 'heartbeat', self.heartbeats.append, 10)
+        self.decisions = []
+        self.node.create_subscription(AgentAction, 'agent/action', self.decisions.append,
+                                      RECORD_QOS)
         self.windows = self.node.create_publisher(
             ObservationWindow, 'observation/window',
             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
@@ -142,6 +147,18 @@ def test_agent_acts_with_verified_policies_and_never_loads_tensorflow(tmp_path, 
         assert goal.policy_version == 1
         np.testing.assert_allclose(got.torque_nm, want.torque_nm, atol=0.02)
         assert SafetyGate(DEFAULT).check(got, DEFAULT, start, count).ok
+        # The decision, for the cruncher: which window it answers, the action, the outcome.
+        assert spin_until(ros.executor, lambda: bridge.decisions, TIMEOUT_S)
+        decision = bridge.decisions[0]
+        assert decision.flashed and decision.error_code == 0
+        assert decision.observation_step_index == window.step_index
+        assert time_to_ns(decision.observation_end) == window.end_ns
+        assert (decision.row_start, decision.row_count, decision.policy_version) == \
+            (start, count, 1)
+        np.testing.assert_allclose(decision.action, actor(STATES.state(window)[None, :])[0],
+                                   atol=1e-4)
+        assert decision.active_since == goal.header.stamp  # the played bridge echoes the map
+        assert decision.flash_ms >= 0 and decision.inference_ms > 0
 
         # A corrupted update is rejected; the agent keeps acting with version 1.
         fields = blob.to_update_fields()
@@ -160,6 +177,11 @@ def test_agent_acts_with_verified_policies_and_never_loads_tensorflow(tmp_path, 
         assert stream_until(ros, bridge, lambda: len(bridge.goals) > count_before + 1), \
             process.output()
         assert all(g.map.policy_version == 1 for g in bridge.goals)
+        assert spin_until(ros.executor, lambda: len(bridge.decisions) >= len(bridge.goals),
+                          TIMEOUT_S)
+        refused = [d for d in bridge.decisions if not d.flashed]
+        assert len(refused) == 1 and refused[0].message == 'played refusal'
+        assert refused[0].error_code == FlashTorqueMap.Result.ERROR_REJECTED_BY_SAFETY_GATE
 
         # The vehicle side stays small: no TensorFlow in the agent's process.
         maps = open(f'/proc/{process.pid}/maps').read()

@@ -21,13 +21,15 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_test_support import call, NodeProcess, RosContext, spin_until
 from test_window_source_lifecycle import LifecycleDriver
 from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import CanFrameBatch, ObservationWindow, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import (CanFrameBatch, EpisodeEvent, ObservationWindow,
+                                   TorqueMap as TorqueMapMsg)
 from tspace_interfaces.srv import EpisodeControl
 
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.frames import encode_vehicle_sample
 from tspace_ros.can.transfer import VcuMapReceiver
-from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg
+from tspace_ros.nodes.messages import time_to_ns, torque_map_from_msg, torque_map_to_msg
+from tspace_ros.nodes.qos import EVENT_QOS
 from tspace_ros.nodes.topic_bus import TopicCanBus
 from tspace_ros.torque_map import apply_action
 from tspace_ros.vehicle import load_vehicle_parameters
@@ -238,6 +240,9 @@ def test_episodes_from_the_service_and_the_udp_hmi_stamp_windows(tmp_path):
     with bridge(tmp_path, 'bridge_episodes', f'hmi_udp_port:={port}',
                 'episode_countdown_s:=0.0') as process, RosContext() as ros:
         h = Harness(ros, 'bridge_episodes')
+        events = []
+        ros.node('event_probe').create_subscription(
+            EpisodeEvent, '/bridge_episodes/episode/event', events.append, EVENT_QOS)
         assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
         assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
         assert h.until(lambda: h.windows)
@@ -257,6 +262,23 @@ def test_episodes_from_the_service_and_the_udp_hmi_stamp_windows(tmp_path):
             hmi.sendto(json.dumps({'status': 'end_invalid'}).encode(), ('127.0.0.1', port))
         count = len(h.windows)
         assert h.until(lambda: len(h.windows) > count and h.windows[-1].episode_id == '')
+        assert h.until(lambda: len(events) >= 2)
+        assert [(e.event, e.episode_id) for e in events] == [
+            (EpisodeEvent.STARTED, started.episode_id),
+            (EpisodeEvent.DISCARDED, started.episode_id)]
+        assert events[0].vehicle_id and events[0].driver_id == 'driver0'
+        start_ns = time_to_ns(events[0].episode_start)
+        assert time_to_ns(events[1].episode_start) == start_ns
+        assert time_to_ns(events[1].episode_end) >= start_ns
+        # A valid end with no countdown: stored at once (no ending phase).
+        second = call(ros.executor, h.episode, EpisodeControl.Request(
+            command=EpisodeControl.Request.START))
+        stored = call(ros.executor, h.episode, EpisodeControl.Request(
+            command=EpisodeControl.Request.END_VALID))
+        assert second.accepted and stored.accepted and stored.message == 'stored'
+        assert h.until(lambda: len(events) >= 4)
+        assert [(e.event, e.episode_id) for e in events[2:]] == [
+            (EpisodeEvent.STARTED, second.episode_id), (EpisodeEvent.STORED, second.episode_id)]
     assert f'episode {started.episode_id} discarded' in process.output()
 
 

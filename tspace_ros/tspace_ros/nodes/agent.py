@@ -7,8 +7,9 @@ never imports TensorFlow. Topics (relative, in the vehicle's namespace):
 - subscribes ``observation/window``, ``torque_map/active`` (the map the VCU
   applies, transient local) and ``policy/update`` (PolicyUpdate, transient local);
 - sends goals to the ``flash_torque_map`` action of the CAN bridge, one at a time;
-- publishes ``heartbeat`` (std_msgs/Header, feeds the bridge's watchdog) and
-  ``/diagnostics``.
+- publishes ``heartbeat`` (std_msgs/Header, feeds the bridge's watchdog),
+  ``agent/action`` (AgentAction: each decision, the window it answers and what
+  became of its flash, for the cruncher) and ``/diagnostics``.
 
 A policy update is verified (sha256 of weights and model, algorithm, state and
 action sizes) and swapped in between two inferences; a bad one is rejected and
@@ -30,7 +31,8 @@ from rclpy.action import ActionClient
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Header
 from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import ObservationWindow, PolicyUpdate, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
+                                   TorqueMap as TorqueMapMsg)
 
 from tspace_ros.agents.litert import LiteRtActor, LiteRtRecurrentActor
 from tspace_ros.agents.noise import make_noise, NOISE_KINDS
@@ -38,8 +40,9 @@ from tspace_ros.agents.policy_exchange import PolicyBlob, PolicyError
 from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder, StateError
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
-from tspace_ros.nodes.messages import torque_map_from_msg, torque_map_to_msg, window_from_msg
-from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, WINDOW_QOS
+from tspace_ros.nodes.messages import (float32_field, time_from_ns, torque_map_from_msg,
+                                       torque_map_to_msg, window_from_msg)
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS, WINDOW_QOS
 from tspace_ros.signals.window import WindowError
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
@@ -109,6 +112,7 @@ class Agent(TspaceLifecycleNode):
                 return TransitionCallbackReturn.FAILURE
         self._flash = ActionClient(self, FlashTorqueMap, 'flash_torque_map')
         self._heartbeat = self.create_lifecycle_publisher(Header, 'heartbeat', 10)
+        self._action_pub = self.create_publisher(AgentAction, 'agent/action', RECORD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._subs = [
             self.create_subscription(ObservationWindow, 'observation/window', self._on_window,
@@ -135,10 +139,13 @@ class Agent(TspaceLifecycleNode):
             self._flash.destroy()
         if getattr(self, '_heartbeat', None) is not None:
             self.destroy_lifecycle_publisher(self._heartbeat)
-        if getattr(self, '_diag_pub', None) is not None:
-            self.destroy_publisher(self._diag_pub)
+        for name in ('_diag_pub', '_action_pub'):
+            if getattr(self, name, None) is not None:
+                self.destroy_publisher(getattr(self, name))
         self._subs, self._diag_timer, self._flash = [], None, None
-        self._heartbeat = self._diag_pub = None
+        self._heartbeat = self._diag_pub = self._action_pub = None
+        self._decision: Optional[AgentAction] = None
+        self._goal_sent_at: Optional[float] = None
         self._actor = None
         self._actor_version: Optional[int] = None
         self._mapper = self._states = self._current_map = self._noise = None
@@ -248,16 +255,39 @@ class Agent(TspaceLifecycleNode):
                 return
         self._states.remember(action)
         self._last_action = np.asarray(action, np.float32)
+        inference_ms = (time.perf_counter() - started) * 1e3
+        self._decision = AgentAction(
+            vehicle_id=window.vehicle_id, episode_id=window.episode_id,
+            observation_step_index=window.step_index,
+            observation_end=time_from_ns(window.end_ns), action=float32_field(action),
+            row_start=row_start, row_count=row_count, policy_version=version,
+            inference_ms=inference_ms)
         self._send_goal(proposed, row_start, row_count)
         self._latency_ms.append((time.perf_counter() - started) * 1e3)
 
+    def _conclude(self, flashed: bool, error_code: int, message: str, active_since=None):
+        """Publish the pending decision with the bridge's answer (for the cruncher)."""
+        decision, self._decision = self._decision, None
+        if decision is None or self._action_pub is None:
+            return
+        decision.header.stamp = self.get_clock().now().to_msg()
+        decision.flashed, decision.error_code, decision.message = flashed, error_code, message
+        if active_since is not None:
+            decision.active_since = active_since
+        if self._goal_sent_at is not None:
+            decision.flash_ms = (time.monotonic() - self._goal_sent_at) * 1e3
+        self._action_pub.publish(decision)
+
     def _send_goal(self, proposed: TorqueMap, row_start: int, row_count: int):
+        self._goal_sent_at = None
         if not self._flash.server_is_ready():
             self._last_problem = 'the CAN bridge (flash_torque_map) is not available'
+            self._conclude(False, FlashTorqueMap.Result.ERROR_VEHICLE_OFFLINE,
+                           self._last_problem)
             return
         goal = FlashTorqueMap.Goal(map=torque_map_to_msg(
             proposed, self.get_clock().now().nanoseconds, row_start, row_count))
-        self._goal_pending_since = time.monotonic()
+        self._goal_pending_since = self._goal_sent_at = time.monotonic()
         self._counts['goals'] += 1
         self._flash.send_goal_async(goal).add_done_callback(self._on_goal_answer)
 
@@ -267,12 +297,15 @@ class Agent(TspaceLifecycleNode):
             self._goal_pending_since = None
             self._counts['refused'] += 1
             self._last_problem = 'the bridge did not accept the flash goal'
+            self._conclude(False, FlashTorqueMap.Result.ERROR_TRANSPORT, self._last_problem)
             return
         handle.get_result_async().add_done_callback(self._on_result)
 
     def _on_result(self, future):
         self._goal_pending_since = None
         result = future.result().result
+        self._conclude(result.success, result.error_code, result.message,
+                       result.active_map.header.stamp if result.success else None)
         if result.success:
             self._counts['flashed'] += 1
         else:

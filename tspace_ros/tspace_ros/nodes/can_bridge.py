@@ -9,6 +9,7 @@ Topics (relative, so they follow the node's namespace, e.g. one per VIN):
 - publishes ``observation/window`` (ObservationWindow), ``torque_map/active``
   (TorqueMap, transient local: the map the VCU applies), ``can/frames``
   (CanFrameBatch, the raw received frames, when ``republish_raw``),
+  ``episode/event`` (EpisodeEvent: started, ending, stored, discarded, exited),
   ``/diagnostics``;
 - subscribes ``heartbeat`` (std_msgs/Header) to feed the watchdog;
 - serves the action ``flash_torque_map`` and the service ``episode_control``;
@@ -36,20 +37,22 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Header
 from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import CanFrameBatch, ObservationWindow, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import (CanFrameBatch, EpisodeEvent, ObservationWindow,
+                                   TorqueMap as TorqueMapMsg)
 from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
-from tspace_ros.episodes.control import CONFIGURE as EPISODE_CONFIGURE, EpisodeControl
+from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
+                                         EpisodeControl, EXITED as EPISODE_EXITED)
 from tspace_ros.episodes.hmi_udp import HmiUdpListener
 from tspace_ros.nodes.can_bus import CanBusUnavailable, open_can_bus
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
-from tspace_ros.nodes.messages import (frame_to_msg, torque_map_from_msg, torque_map_to_msg,
-                                       window_to_msg)
-from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, WINDOW_QOS
+from tspace_ros.nodes.messages import (frame_to_msg, time_from_ns, torque_map_from_msg,
+                                       torque_map_to_msg, window_to_msg)
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, EVENT_QOS, WINDOW_QOS
 from tspace_ros.nodes.topic_bus import TopicCanBus
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 from tspace_ros.torque_map.safety_gate import SafetyGate
@@ -183,6 +186,8 @@ class CanBridge(TspaceLifecycleNode):
         self._window_pub = self.create_lifecycle_publisher(
             ObservationWindow, 'observation/window', WINDOW_QOS)
         self._map_pub = self.create_publisher(TorqueMapMsg, 'torque_map/active', ACTIVE_MAP_QOS)
+        self._event_pub = self.create_publisher(EpisodeEvent, 'episode/event', EVENT_QOS)
+        self._episode_seen = ('', self._episodes.state)
         self._raw_pub = self.create_lifecycle_publisher(CanFrameBatch, 'can/frames', 100) \
             if p('republish_raw') else None
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -502,11 +507,38 @@ class CanBridge(TspaceLifecycleNode):
         return answer
 
     def _sync_episode(self):
-        windows = self.core.windows
-        if self._episodes.episode_id != windows.episode_id:
-            windows.set_episode(self._episodes.episode_id, 0)
-        for episode in self._episodes.collect_finished():
+        """Follow the episode state machine: window ids, and an EpisodeEvent per change."""
+        episodes, windows = self._episodes, self.core.windows
+        now_ns = self.get_clock().now().nanoseconds
+        # Finished first: an episode that ended (and perhaps a new one that started) since.
+        for episode in episodes.collect_finished():
             self.get_logger().info(f'episode {episode.episode_id} {episode.outcome}')
+            self._publish_episode_event(
+                EpisodeEvent.STORED if episode.outcome == 'stored' else EpisodeEvent.DISCARDED,
+                episode, now_ns)
+        current = episodes.episode
+        if current is not None and current.episode_id != self._episode_seen[0]:
+            self._publish_episode_event(EpisodeEvent.STARTED, current, now_ns)
+        if current is not None and episodes.state == EPISODE_ENDING and \
+                self._episode_seen[1] != EPISODE_ENDING:
+            self._publish_episode_event(EpisodeEvent.ENDING, current, now_ns)
+        if episodes.state == EPISODE_EXITED and self._episode_seen[1] != EPISODE_EXITED:
+            event = EpisodeEvent(event=EpisodeEvent.EXITED, vehicle_id=episodes.vehicle_id,
+                                 driver_id=episodes.driver_id)
+            event.header.stamp = time_from_ns(now_ns)
+            self._event_pub.publish(event)
+        self._episode_seen = (current.episode_id if current else '', episodes.state)
+        if episodes.episode_id != windows.episode_id:
+            windows.set_episode(episodes.episode_id, 0)
+
+    def _publish_episode_event(self, code, episode, now_ns):
+        event = EpisodeEvent(event=code, vehicle_id=episode.vehicle_id,
+                             driver_id=episode.driver_id, episode_id=episode.episode_id)
+        event.header.stamp = time_from_ns(now_ns)
+        event.episode_start = time_from_ns(episode.start_ns)
+        if episode.end_ns is not None:
+            event.episode_end = time_from_ns(episode.end_ns)
+        self._event_pub.publish(event)
 
     def _poll_episodes(self, now_s):
         self._episodes.tick(round(now_s * 1e9))

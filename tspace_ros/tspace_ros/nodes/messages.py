@@ -6,8 +6,10 @@ from typing import Optional, Sequence
 from builtin_interfaces.msg import Time
 import can
 import numpy as np
-from tspace_interfaces.msg import CanFrame, ObservationWindow, TorqueMap as TorqueMapMsg
+from tspace_interfaces.msg import (CanFrame, Episode, EpisodeSummary, ObservationWindow,
+                                   TorqueMap as TorqueMapMsg, Transition)
 
+from tspace_ros.episodes.records import EpisodeSummaryRecord, TransitionRecord
 from tspace_ros.signals.window import NS_PER_S, SignalWindow, WindowError
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 
@@ -15,13 +17,13 @@ from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 VEHICLE_FRAME = 'base_link'
 
 
-def _float32_field(values) -> array.array:
+def float32_field(values) -> array.array:
     """Return values as float32 for a ``float32[]`` field (row-major for 2-D)."""
     # array.array from bytes is ~100x faster than assigning a numpy array.
     return array.array('f', np.ascontiguousarray(values, dtype=np.float32).tobytes())
 
 
-def _float32_values(field) -> np.ndarray:
+def float32_values(field) -> np.ndarray:
     """Return a ``float32[]`` field as a numpy array (zero-copy when not empty)."""
     return np.frombuffer(field, dtype=np.float32) if len(field) else np.zeros(0, np.float32)
 
@@ -53,7 +55,7 @@ def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME,
     msg.signal_names = list(window.signal_names)
     msg.units = list(window.units)
     msg.samples_per_signal = window.n_samples
-    msg.samples = _float32_field(window.samples)
+    msg.samples = float32_field(window.samples)
     msg.flagged_signals = list(flagged_signals)
     msg.window_start = time_from_ns(window.start_ns)
     msg.window_end = time_from_ns(window.end_ns)
@@ -63,7 +65,7 @@ def window_to_msg(window: SignalWindow, frame_id: str = VEHICLE_FRAME,
 def window_from_msg(msg: ObservationWindow) -> SignalWindow:
     """Rebuild a SignalWindow from a message; raises WindowError if it is inconsistent."""
     n_signals = len(msg.signal_names)
-    flat = _float32_values(msg.samples)
+    flat = float32_values(msg.samples)
     n = msg.samples_per_signal
     if n_signals * n != flat.size:
         raise WindowError(
@@ -121,9 +123,9 @@ def torque_map_to_msg(torque_map: TorqueMap, stamp_ns: int = 0, changed_row_star
     msg = TorqueMapMsg()
     msg.header.stamp = time_from_ns(stamp_ns)
     msg.vehicle_id = torque_map.vehicle_id
-    msg.speed_breakpoints_kph = _float32_field(torque_map.speed_breakpoints_kph)
-    msg.pedal_breakpoints = _float32_field(torque_map.pedal_breakpoints)
-    msg.torque_nm = _float32_field(torque_map.torque_nm)
+    msg.speed_breakpoints_kph = float32_field(torque_map.speed_breakpoints_kph)
+    msg.pedal_breakpoints = float32_field(torque_map.pedal_breakpoints)
+    msg.torque_nm = float32_field(torque_map.torque_nm)
     msg.changed_row_start = changed_row_start
     msg.changed_row_count = changed_row_count
     msg.policy_version = torque_map.policy_version
@@ -139,9 +141,9 @@ def torque_map_from_msg(msg: TorqueMapMsg, reference: Optional[TorqueMap] = None
     breakpoints equal to the reference's up to float32 rounding take the
     reference's exact values, so that the safety gate compares like with like.
     """
-    speeds = _float32_values(msg.speed_breakpoints_kph)
-    pedals = _float32_values(msg.pedal_breakpoints)
-    torque = _float32_values(msg.torque_nm)
+    speeds = float32_values(msg.speed_breakpoints_kph)
+    pedals = float32_values(msg.pedal_breakpoints)
+    torque = float32_values(msg.torque_nm)
     if torque.size != speeds.size * pedals.size:
         raise TorqueMapError(f'{torque.size} torque values do not fill {speeds.size} speed '
                              f'rows x {pedals.size} pedal columns')
@@ -159,3 +161,73 @@ def _snap(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     if values.shape == reference.shape and np.allclose(values, reference, rtol=1e-6, atol=1e-6):
         return reference
     return values
+
+
+def transition_to_msg(record: TransitionRecord, stamp_ns: int = 0) -> Transition:
+    """Build a Transition message from a record."""
+    msg = Transition(
+        vehicle_id=record.vehicle_id, driver_id=record.driver_id, episode_id=record.episode_id,
+        episode_start=time_from_ns(record.episode_start_ns), step_index=record.step_index,
+        state=float32_field(record.state), action=float32_field(record.action),
+        action_row_start=record.action_row_start, action_row_count=record.action_row_count,
+        reward=record.reward, energy_wh=record.energy_wh,
+        next_state=float32_field(record.next_state), done=record.done,
+        timed_out=record.timed_out, policy_version=record.policy_version,
+        state_stamp=time_from_ns(record.state_stamp_ns),
+        next_state_stamp=time_from_ns(record.next_state_stamp_ns))
+    msg.header.stamp = time_from_ns(stamp_ns)
+    return msg
+
+
+def transition_from_msg(msg: Transition) -> TransitionRecord:
+    """Rebuild a record from a Transition message; RecordError says what is wrong."""
+    return TransitionRecord(
+        vehicle_id=msg.vehicle_id, driver_id=msg.driver_id, episode_id=msg.episode_id,
+        episode_start_ns=time_to_ns(msg.episode_start), step_index=msg.step_index,
+        state=float32_values(msg.state).copy(), action=float32_values(msg.action).copy(),
+        action_row_start=msg.action_row_start, action_row_count=msg.action_row_count,
+        reward=msg.reward, energy_wh=msg.energy_wh,
+        next_state=float32_values(msg.next_state).copy(), done=msg.done,
+        timed_out=msg.timed_out, policy_version=msg.policy_version,
+        state_stamp_ns=time_to_ns(msg.state_stamp),
+        next_state_stamp_ns=time_to_ns(msg.next_state_stamp))
+
+
+def summary_to_msg(summary: EpisodeSummaryRecord, stamp_ns: int = 0) -> EpisodeSummary:
+    """Build an EpisodeSummary message from a record."""
+    msg = EpisodeSummary(
+        vehicle_id=summary.vehicle_id, driver_id=summary.driver_id,
+        episode_id=summary.episode_id, episode_start=time_from_ns(summary.episode_start_ns),
+        episode_end=time_from_ns(summary.episode_end_ns), step_count=summary.step_count,
+        total_reward=summary.total_reward, energy_wh=summary.energy_wh,
+        distance_km=summary.distance_km, energy_per_km_wh=summary.energy_per_km_wh,
+        valid=summary.valid, first_policy_version=summary.first_policy_version,
+        last_policy_version=summary.last_policy_version)
+    msg.header.stamp = time_from_ns(stamp_ns)
+    return msg
+
+
+def summary_from_msg(msg: EpisodeSummary, timed_out_steps: int = 0) -> EpisodeSummaryRecord:
+    """Rebuild a summary record from an EpisodeSummary message."""
+    return EpisodeSummaryRecord(
+        vehicle_id=msg.vehicle_id, driver_id=msg.driver_id, episode_id=msg.episode_id,
+        episode_start_ns=time_to_ns(msg.episode_start),
+        episode_end_ns=time_to_ns(msg.episode_end), step_count=msg.step_count,
+        total_reward=msg.total_reward, energy_wh=msg.energy_wh, distance_km=msg.distance_km,
+        valid=msg.valid, first_policy_version=msg.first_policy_version,
+        last_policy_version=msg.last_policy_version, timed_out_steps=timed_out_steps)
+
+
+def episode_to_msg(summary: EpisodeSummaryRecord, transitions: Sequence[TransitionRecord],
+                   stamp_ns: int = 0) -> Episode:
+    """Build an Episode message: the summary and the episode's transitions in order."""
+    return Episode(summary=summary_to_msg(summary, stamp_ns),
+                   transitions=[transition_to_msg(t, stamp_ns) for t in transitions])
+
+
+def episode_from_msg(msg: Episode):
+    """Return (summary, transitions) from an Episode message; RecordError if inconsistent."""
+    transitions = [transition_from_msg(t) for t in msg.transitions]
+    summary = summary_from_msg(
+        msg.summary, timed_out_steps=sum(1 for t in transitions if t.timed_out))
+    return summary, transitions

@@ -19,3 +19,14 @@ POLICY_UPDATE_QOS = QoSProfile(
 ACTIVE_MAP_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1,
     reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# Learning-loop records (episode events, agent actions, transitions, episodes):
+# every one matters, so reliable and deep; a late joiner sees the recent ones.
+RECORD_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1000,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+# Episode events: few and decisive (stored / discarded), so late joiners get the last ones.
+EVENT_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=100,
+    reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
