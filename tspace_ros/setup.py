@@ -12,6 +12,7 @@ NODES = {
     'vehicle_sim': 'tspace_ros.nodes.vehicle_sim:main',
     'can_bridge': 'tspace_ros.nodes.can_bridge:main',
     'agent': 'tspace_ros.nodes.agent:main',
+    'lifecycle_manager': 'tspace_ros.nodes.lifecycle_manager:main',
 }
 
 # Commands that are not nodes.
