@@ -30,7 +30,7 @@ def _trigger(ros, client):
 
 
 def test_startup_order_failure_chain_and_services(tmp_path):
-    with _node(tmp_path, 'first') as first, _node(tmp_path, 'second') as second, \
+    with _node(tmp_path, 'first'), _node(tmp_path, 'second') as second, \
             NodeProcess('tspace_ros.nodes.lifecycle_manager', tmp_path / 'manager.log', [
                 '-r', f'__ns:=/{NS}', '-p', 'node_names:=[first, second]',
                 '-p', 'check_period_s:=0.2', '-p', 'max_missed:=2',

@@ -44,13 +44,14 @@ def test_message_whose_samples_do_not_fill_the_shape_is_rejected():
 
 def _transition(step, **changes):
     rng = np.random.default_rng(step)
-    values = dict(
-        vehicle_id='VIN1', driver_id='d1', episode_id='20261121T000000.000Z',
-        episode_start_ns=1_795_000_000_123_456_789, step_index=step,
-        state=rng.normal(size=90), action=rng.uniform(-1, 1, 68), action_row_start=3,
-        action_row_count=4, reward=-4.25, energy_wh=4.25, next_state=rng.normal(size=90),
-        done=step == 2, timed_out=step == 1, policy_version=7 + step,
-        state_stamp_ns=1_795_000_001_500_000_000 + step, next_state_stamp_ns=1_795_000_003 * 10**9)
+    values = {
+        'vehicle_id': 'VIN1', 'driver_id': 'd1', 'episode_id': '20261121T000000.000Z',
+        'episode_start_ns': 1_795_000_000_123_456_789, 'step_index': step,
+        'state': rng.normal(size=90), 'action': rng.uniform(-1, 1, 68), 'action_row_start': 3,
+        'action_row_count': 4, 'reward': -4.25, 'energy_wh': 4.25,
+        'next_state': rng.normal(size=90), 'done': step == 2, 'timed_out': step == 1,
+        'policy_version': 7 + step, 'state_stamp_ns': 1_795_000_001_500_000_000 + step,
+        'next_state_stamp_ns': 1_795_000_003 * 10**9}
     values.update(changes)
     return TransitionRecord(**values)
 

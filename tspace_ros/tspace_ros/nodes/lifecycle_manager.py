@@ -82,8 +82,8 @@ class LifecycleManager(Node):
                                                  callback_group=self._client_group)
             self._change[name] = self.create_client(ChangeState, f'{name}/change_state',
                                                     callback_group=self._client_group)
-        self.states: Dict[str, str] = {name: 'unknown' for name in self.node_names}
-        self._missed: Dict[str, int] = {name: 0 for name in self.node_names}
+        self.states: Dict[str, str] = dict.fromkeys(self.node_names, 'unknown')
+        self._missed: Dict[str, int] = dict.fromkeys(self.node_names, 0)
         self.suite_active = False
         self.failure = ''
         self._busy = threading.Lock()
@@ -164,7 +164,7 @@ class LifecycleManager(Node):
                     self.failure = message
                     return False, f'startup failed: {message}'
             self.suite_active = True
-            self._missed = {name: 0 for name in self.node_names}
+            self._missed = dict.fromkeys(self.node_names, 0)
             self._publish_status('active')
             return True, f'{len(self.node_names)} nodes active'
 
