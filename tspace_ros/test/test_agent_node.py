@@ -23,8 +23,8 @@ from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
                                    TorqueMap as TorqueMapMsg)
 
 from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder
-from tspace_ros.nodes.messages import (time_to_ns, torque_map_from_msg, torque_map_to_msg,
-                                       window_to_msg)
+from tspace_ros.nodes.messages import (time_from_ns, time_to_ns, torque_map_from_msg,
+                                       torque_map_to_msg, window_to_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 from tspace_ros.signals.synthetic import SyntheticDrive
 from tspace_ros.signals.window import NS_PER_S
@@ -79,6 +79,8 @@ class PlayedBridge:
     def _execute(self, goal_handle):
         self.goals.append(goal_handle.request)
         result = FlashTorqueMap.Result(active_map=goal_handle.request.map)
+        # The map takes effect 1 s after the latest window's end (vehicle time).
+        result.active_map.header.stamp = time_from_ns(self.sent[-1].end_ns + NS_PER_S)
         if self.refuse:
             goal_handle.abort()
             result.error_code = FlashTorqueMap.Result.ERROR_REJECTED_BY_SAFETY_GATE
@@ -157,8 +159,17 @@ def test_agent_acts_with_verified_policies_and_never_loads_tensorflow(tmp_path, 
             (start, count, 1)
         np.testing.assert_allclose(decision.action, actor(STATES.state(window)[None, :])[0],
                                    atol=1e-4)
-        assert decision.active_since == goal.header.stamp  # the played bridge echoes the map
+        assert time_to_ns(decision.active_since) == window.end_ns + NS_PER_S
         assert decision.flash_ms >= 0 and decision.inference_ms > 0
+        # The next window began before the map took effect: skipped; the one after is
+        # answered (that is where the cruncher's step ends).
+        early, settled = bridge.send_window(), None
+        assert early.start_ns < window.end_ns + NS_PER_S
+        assert spin_until(ros.executor, lambda: len(bridge.heartbeats) >= 3, TIMEOUT_S)
+        settled = bridge.send_window()
+        assert spin_until(ros.executor, lambda: len(bridge.decisions) >= 2, TIMEOUT_S)
+        assert bridge.decisions[1].observation_step_index == settled.step_index
+        assert len(bridge.goals) == 2
 
         # A corrupted update is rejected; the agent keeps acting with version 1.
         fields = blob.to_update_fields()

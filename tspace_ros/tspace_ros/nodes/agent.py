@@ -11,6 +11,10 @@ never imports TensorFlow. Topics (relative, in the vehicle's namespace):
   ``agent/action`` (AgentAction: each decision, the window it answers and what
   became of its flash, for the cruncher) and ``/diagnostics``.
 
+After a flash the agent answers the first window that starts once the new map
+is active (windows that began under the old map are skipped, counted), which is
+where the cruncher's step ends (see ``tspace_ros.cruncher``).
+
 A policy update is verified (sha256 of weights and model, algorithm, state and
 action sizes) and swapped in between two inferences; a bad one is rejected and
 reported, and the agent keeps the last good policy. Every map it asks for is
@@ -40,8 +44,8 @@ from tspace_ros.agents.policy_exchange import PolicyBlob, PolicyError
 from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder, StateError
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
-from tspace_ros.nodes.messages import (float32_field, time_from_ns, torque_map_from_msg,
-                                       torque_map_to_msg, window_from_msg)
+from tspace_ros.nodes.messages import (float32_field, time_from_ns, time_to_ns,
+                                       torque_map_from_msg, torque_map_to_msg, window_from_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS, WINDOW_QOS
 from tspace_ros.signals.window import WindowError
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
@@ -146,6 +150,7 @@ class Agent(TspaceLifecycleNode):
         self._heartbeat = self._diag_pub = self._action_pub = None
         self._decision: Optional[AgentAction] = None
         self._goal_sent_at: Optional[float] = None
+        self._settled_ns = 0  # when the last flashed map became active (UTC ns)
         self._actor = None
         self._actor_version: Optional[int] = None
         self._mapper = self._states = self._current_map = self._noise = None
@@ -153,7 +158,8 @@ class Agent(TspaceLifecycleNode):
         self._episode_id: Optional[str] = None
         self._last_action = None
         self._counts = {'windows': 0, 'goals': 0, 'flashed': 0, 'refused': 0,
-                        'skipped_busy': 0, 'skipped_no_policy': 0, 'bad_windows': 0,
+                        'skipped_busy': 0, 'skipped_settling': 0, 'skipped_no_policy': 0,
+                        'bad_windows': 0,
                         'inference_errors': 0, 'policy_updates': 0, 'policy_rejected': 0}
         self._last_problem = ''
         self._latency_ms = []
@@ -225,6 +231,11 @@ class Agent(TspaceLifecycleNode):
         except (WindowError, StateError) as error:
             self._counts['bad_windows'] += 1
             self._last_problem = f'window {msg.step_index} unusable: {error}'
+            return
+        if window.start_ns < self._settled_ns and window.episode_id == self._episode_id:
+            # This window began under the previous map: the cruncher's step ends at the
+            # first window wholly under the new one, so that is the one to answer.
+            self._counts['skipped_settling'] += 1
             return
         if window.episode_id != self._episode_id:  # a new episode: fresh memory
             self._episode_id = window.episode_id
@@ -306,6 +317,8 @@ class Agent(TspaceLifecycleNode):
         result = future.result().result
         self._conclude(result.success, result.error_code, result.message,
                        result.active_map.header.stamp if result.success else None)
+        if result.success:
+            self._settled_ns = time_to_ns(result.active_map.header.stamp)
         if result.success:
             self._counts['flashed'] += 1
         else:

@@ -17,7 +17,7 @@ import math
 import pathlib
 import random
 import time
-from typing import List, NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Union
 
 from tspace_ros.torque_map import TorqueMap
 from tspace_ros.vehicle.cycles import drive_cycle, DriveCycle, SpeedTrace
@@ -292,6 +292,30 @@ class VehicleSimulation:
         if remaining > 0.0:
             self.advance(remaining + 1e-9)
         return self.metrics
+
+    def odometer(self) -> Dict[str, float]:
+        """
+        Return the running totals, to compare two moments (see ``between``).
+
+        Keys: t_s, energy_wh (net battery energy), distance_km, error_sq_sum
+        and error_count (squared speed errors, (km/h)^2, and how many).
+        """
+        return {'t_s': self.t_s, 'energy_wh': self._energy_j / 3600.0,
+                'distance_km': self.vehicle.distance_m / 1000.0,
+                'error_sq_sum': self._error_sq_sum, 'error_count': float(self._error_count)}
+
+    @staticmethod
+    def between(start: Dict[str, float], end: Dict[str, float]) -> Dict[str, float]:
+        """Return the figures of the drive between two odometer readings (one lap, say)."""
+        energy = end['energy_wh'] - start['energy_wh']
+        distance = end['distance_km'] - start['distance_km']
+        count = end['error_count'] - start['error_count']
+        return {'duration_s': end['t_s'] - start['t_s'], 'battery_energy_wh': energy,
+                'distance_km': distance,
+                'energy_per_km_wh': energy / distance if distance > 0 else math.nan,
+                'speed_error_rms_kph': math.sqrt(
+                    max(end['error_sq_sum'] - start['error_sq_sum'], 0.0) / count)
+                if count > 0 else 0.0}
 
     @property
     def metrics(self) -> DriveMetrics:
