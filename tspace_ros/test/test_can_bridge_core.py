@@ -7,7 +7,7 @@ from torque_map_support import tspace_like_map
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.frames import encode_vehicle_sample
-from tspace_ros.can.transfer import MapTransfer, VcuMapReceiver
+from tspace_ros.can.transfer import MapTransfer, TORQUE_RESOLUTION_NM, VcuMapReceiver
 from tspace_ros.can.windowing import WindowBuilder
 from tspace_ros.torque_map import apply_action, SafetyGate
 
@@ -83,6 +83,27 @@ def test_flash_round_trip_updates_the_last_good_map(db, default):
     np.testing.assert_allclose(core.active_map.torque_nm, proposed.torque_nm, atol=0.25)
     np.testing.assert_array_equal(core.active_map.torque_nm, vcu.active_map.torque_nm)
     assert core.flash_counts['NONE'] == 1
+
+
+def test_rows_flashed_at_the_limit_come_back_quantized_and_stay_flashable(db, default):
+    # The default is not on the bus's 0.5 Nm grid: rows flashed at the upper limit (the
+    # default) come back from the VCU up to 0.25 Nm above it, and stay in every later map.
+    assert not np.allclose(default.torque_nm % TORQUE_RESOLUTION_NM, 0)
+    strict = SafetyGate(default)
+    lenient = SafetyGate(default, tolerance_nm=TORQUE_RESOLUTION_NM / 2)
+    core = CanBridgeCore(db, default, lenient, WindowBuilder(vehicle_id='VIN-CORE'))
+    vcu = VcuMapReceiver(db, default)
+    for row_start in (3, 5):  # overlapping rows, each flash built on the active map
+        proposed = apply_action(default, core.active_map, np.zeros((4, default.shape[1])),
+                                row_start, policy_version=row_start)
+        transfer = core.begin_flash(proposed, row_start, 4)
+        assert isinstance(transfer, MapTransfer), transfer
+        acks = [ack for frame in transfer.frames for ack in vcu.feed(frame, now_s=0.0)]
+        core.commit_sent(0.0)
+        (result,) = feed(core, acks)[1]
+        assert result.success, result.message
+    assert (core.active_map.torque_nm > default.torque_nm + 1e-3).any()
+    assert not strict.check(core.active_map, core.active_map, 0, 1).ok
 
 
 def test_gate_rejection_sends_nothing_and_keeps_the_map(db, default):

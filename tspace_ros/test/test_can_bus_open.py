@@ -14,11 +14,14 @@ def test_virtual_interface_carries_frames_between_two_buses(request):
         node = ros.node('bus_opener')
         a = open_can_bus(node, 'virtual', channel)
         b = open_can_bus(node, 'virtual', channel)
-        a.send(can.Message(arbitration_id=0x10, data=b'\x01', is_extended_id=False))
+        # A simulated vehicle stamps frames with its own clock: the stamp must survive.
+        a.send(can.Message(timestamp=1234.5, arbitration_id=0x10, data=b'\x01',
+                           is_extended_id=False))
         frame = b.recv(timeout=1.0)
         a.shutdown()
         b.shutdown()
     assert frame is not None and frame.arbitration_id == 0x10
+    assert frame.timestamp == 1234.5
 
 
 def test_ros_topic_interface_gives_a_topic_bus():

@@ -42,6 +42,10 @@ from tspace_ros.torque_map.map import ORIGIN_AGENT, TorqueMap
 VALUES_PER_SEGMENT = 3
 _TORQUE_SIGNALS = tuple(f'SegmentTorque{i}' for i in range(VALUES_PER_SEGMENT))
 
+# Resolution of the torques on the bus (MapSegment's scale): the VCU holds values
+# quantized to it, so a value flashed at a limit may come back half a step beyond.
+TORQUE_RESOLUTION_NM = 0.5
+
 
 class TransferStatus(IntEnum):
     """

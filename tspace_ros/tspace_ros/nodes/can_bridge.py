@@ -43,6 +43,7 @@ from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
+from tspace_ros.can.transfer import TORQUE_RESOLUTION_NM
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
                                          EpisodeControl, EXITED as EPISODE_EXITED)
@@ -152,8 +153,10 @@ class CanBridge(TspaceLifecycleNode):
                 with open(p('signal_mapping_file'), encoding='utf-8') as stream:
                     mapping = SignalMapping.from_dicts(yaml.safe_load(stream))
             mapping.check_against(db)
+            # The VCU holds the bus's quantized values: rows flashed at a limit come back
+            # up to half a step beyond it, and stay in the next maps: tolerate that much.
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
-                              p('rows_per_action'))
+                              p('rows_per_action'), tolerance_nm=TORQUE_RESOLUTION_NM / 2)
             windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
                                     p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))

@@ -42,6 +42,10 @@ def open_can_bus(node, interface: str, channel: str, bitrate: Optional[int] = No
             f'unknown CAN interface {interface!r}; use {ROS_TOPIC_INTERFACE!r} or one of '
             f'{", ".join(valid)}')
     options = {'fd': fd} if fd else {}
+    if interface == 'virtual':
+        # Keep the sender's timestamps: a simulated vehicle stamps frames with its own
+        # (simulated) clock, which the windows must follow, not the wall clock.
+        options['preserve_timestamps'] = True
     if bitrate:
         options['bitrate'] = bitrate
     try:

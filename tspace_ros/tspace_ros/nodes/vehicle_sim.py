@@ -117,6 +117,9 @@ class VehicleSim(TspaceLifecycleNode):
         self.declare_described('vehicle_config', '',
                                "Vehicle parameter file (YAML); '' for the shipped sim_van.")
         self.declare_described('cycle', 'wltc3b', 'Drive cycle: wltc3b, wltc3a or nedc.')
+        self.declare_described('cycle_end_s', 0.0,
+                               'Drive only the first this many seconds of the cycle (0: all).',
+                               (0.0, 1e6))
         self.declare_described('repeat_cycle', False,
                                'Start the cycle again at its end (endless operation).')
         self.declare_described('real_time_factor', 1.0,
@@ -164,9 +167,9 @@ class VehicleSim(TspaceLifecycleNode):
         if not self.parameters_valid():
             return TransitionCallbackReturn.FAILURE
         p = {name: self.get_parameter(name).value for name in (
-            'vehicle_config', 'cycle', 'repeat_cycle', 'real_time_factor', 'step_s',
-            'can_interface', 'can_channel', 'publish_clock', 'start_utc', 'torque_budget_nm',
-            'vehicle_id')}
+            'vehicle_config', 'cycle', 'cycle_end_s', 'repeat_cycle', 'real_time_factor',
+            'step_s', 'can_interface', 'can_channel', 'publish_clock', 'start_utc',
+            'torque_budget_nm', 'vehicle_id')}
         errors = []
         start_ns = time.time_ns()
         if p['start_utc'].strip():
@@ -177,6 +180,8 @@ class VehicleSim(TspaceLifecycleNode):
         cycle = None
         try:
             cycle = drive_cycle(p['cycle'])
+            if p['cycle_end_s'] > 0:
+                cycle = cycle.truncated(p['cycle_end_s'])
         except DriveCycleError as error:
             errors.append(f"parameter 'cycle': {error}")
         params = default_map = None

@@ -47,6 +47,17 @@ class DriveCycle(NamedTuple):
         t, v = self.time_s, self.speed_kph
         return float(np.sum((t[1:] - t[:-1]) * (v[1:] + v[:-1]) * 0.5) / 3600.0)
 
+    def truncated(self, end_s: float) -> 'DriveCycle':
+        """Return the first end_s seconds of the trace (the whole trace if it is shorter)."""
+        if not end_s > 0:
+            raise DriveCycleError(f'a truncated cycle needs end_s > 0, got {end_s}')
+        if end_s >= self.duration_s:
+            return self
+        keep = self.time_s < end_s
+        return DriveCycle.from_arrays(
+            np.append(self.time_s[keep], end_s),
+            np.append(self.speed_kph[keep], np.interp(end_s, self.time_s, self.speed_kph)))
+
     @classmethod
     def from_arrays(cls, time_s: Sequence[float], speed_kph: Sequence[float]) -> 'DriveCycle':
         """Return a checked cycle from times (s) and speeds (km/h); DriveCycleError if wrong."""
