@@ -20,3 +20,11 @@ if 'ROS_DOMAIN_ID' not in os.environ:
 if 'ROS_HOME' not in os.environ:
     os.environ['ROS_HOME'] = tempfile.mkdtemp(prefix='tspace_ros_test_home_')
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(os.environ['ROS_HOME'], 'log'))
+
+
+def pytest_report_header(config):
+    """Say which MongoDB the storage tests run against (never the URI: it holds a password)."""
+    if os.environ.get('TSPACE_TEST_MONGODB_URI'):
+        return 'storage/mongodb: real server from TSPACE_TEST_MONGODB_URI'
+    return ('storage/mongodb: mongomock in-process stand-in '
+            '(set TSPACE_TEST_MONGODB_URI for a real server)')
