@@ -13,11 +13,15 @@ NODES = {
     'can_bridge': 'tspace_ros.nodes.can_bridge:main',
     'agent': 'tspace_ros.nodes.agent:main',
     'lifecycle_manager': 'tspace_ros.nodes.lifecycle_manager:main',
+    'cruncher': 'tspace_ros.nodes.cruncher:main',
+    'storage': 'tspace_ros.nodes.storage:main',
+    'trainer': 'tspace_ros.nodes.trainer:main',
 }
 
 # Commands that are not nodes.
 COMMANDS = {
     'bringup': 'tspace_ros.bringup:main',
+    'suite': 'tspace_ros.suite:main',
 }
 
 setup(

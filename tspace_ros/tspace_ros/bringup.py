@@ -1,245 +1,337 @@
 """
-Bringup: the main job of ``scripts/run``.
+The main job of ``scripts/run``: the node suite learns a torque map on the simulated van.
 
-Starts the node suite that exists so far, each node in a process of its own in
-the vehicle's namespace (as ``ros2 launch`` does), drives their lifecycles over
-the standard services like the lifecycle manager will, and writes the results
-to disk:
+The whole suite (CAN bridge, agent, cruncher, storage, trainer, lifecycle
+manager) and the simulated van run in this process (``tspace_ros.suite``, the
+parameters of ``config/sim_suite.yaml``), faster than real time on the van's
+simulated clock. The van drives the drive cycle again and again; each lap is
+an episode that the job starts and ends through the bridge's
+``episode_control`` service, as a driver's HMI would:
 
-- ``vehicle_sim`` drives the simulated van through a drive cycle, 20 times
-  faster than real time by default, its CAN traffic on the ROS-topic bus;
-- ``can_bridge`` (on the simulator's /clock) decodes it into observation windows;
-- halfway through, one torque map goes through the bridge's flash action: more
-  lift-off regeneration on the rows around the current speed, as an agent may
-  propose, through the safety gate to the simulated VCU;
-- ``windows.parquet`` gets every window (ids, UTC stamps, one list column per
-  signal; the observation specification in the metadata) and ``summary.json``
-  the drive's figures (energy, Wh/km, tracking error, real-time factor) and
-  the flash outcome.
+1. the default map's figures on the same cycle (the same simulator, run on its own);
+2. ``--episodes`` training episodes: the agent explores (noise on), the cruncher
+   builds transitions, the storage keeps them (Parquet), and after each stored
+   episode the trainer updates the agent and publishes the new policy; the van
+   waits at the end of the lap (its clock stops) until the agent runs it;
+3. one evaluation episode with the final policy, deterministic (no noise).
 
-The agents, trainer and storage join this job as they are built, and it becomes
-the learning loop.
+The run directory gets the pool (every transition and episode), the trainer's
+checkpoints and TensorBoard logs, the final torque map (YAML), ``report.png``
+(energy per km and return per episode against the default map's, losses, the
+default and learned maps side by side), ``episodes.json`` and ``summary.json``,
+and the nodes' logs. Done when the learned map uses less energy per km than
+the default map while the speed trace is still followed within the bound.
 """
 
 import argparse
 import datetime
 import json
+import math
+import os
 import pathlib
 import sys
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import rclpy
-from rclpy.action import ActionClient
-from rclpy.executors import SingleThreadedExecutor
-from tspace_interfaces.action import FlashTorqueMap
-from tspace_interfaces.msg import ObservationWindow
-
-from tspace_ros.node_process import NodeProcess
-from tspace_ros.nodes.messages import torque_map_to_msg, window_from_msg
-from tspace_ros.nodes.qos import WINDOW_QOS
-from tspace_ros.torque_map import action_rows, apply_action
-from tspace_ros.vehicle import CYCLE_NAMES, drive_cycle, load_vehicle_parameters
-from tspace_ros.vehicle.default_map import COAST_PEDAL
-
-# The vehicle's namespace.
+SPEED_ERROR_BOUND_KPH = 2.0   # RMS speed error the learned map must keep within
 NAMESPACE = 'SIMVAN00000000001'
 
 
 def parse_args(argv):
     """Parse the command line of the main job."""
-    parser = argparse.ArgumentParser(prog='tspace_ros.bringup',
-                                     description='Run the simulated van and the CAN bridge '
-                                     'through a drive cycle; write windows and figures.')
+    from tspace_ros.vehicle import CYCLE_NAMES
+    parser = argparse.ArgumentParser(
+        prog='tspace_ros.bringup', description='Run the node suite on the simulated van: '
+        'learn a torque map that uses less energy; write results and a report.')
+    parser.add_argument('--episodes', type=int, default=4,
+                        help='training episodes (laps of the cycle) before the evaluation '
+                        '(default 4)')
+    parser.add_argument('--algorithm', choices=('ddpg', 'rdpg'), default='ddpg',
+                        help='agent (default ddpg)')
     parser.add_argument('--cycle', choices=CYCLE_NAMES, default='wltc3b',
                         help='drive cycle (default wltc3b)')
-    parser.add_argument('--duration-s', type=float, default=0.0,
-                        help='simulated seconds to drive (default: the whole cycle)')
+    parser.add_argument('--lap-s', type=float, default=0.0,
+                        help='drive only the first this many seconds of the cycle, as one '
+                        'lap per episode (default: the whole cycle)')
+    parser.add_argument('--real-time-factor', type=float, default=20.0,
+                        help='simulated seconds per wall second (default 20)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of weights and noise')
     parser.add_argument('--out', type=pathlib.Path, default=pathlib.Path('runs'),
                         help='directory under which a run directory is created')
-    parser.add_argument('--no-flash', action='store_true',
-                        help='do not flash a torque map halfway')
-    parser.add_argument('--real-time-factor', type=float, default=20.0,
-                        help='simulated seconds per wall second (default 20; 0: as fast as '
-                        'possible). The CAN frames travel as ROS messages, which the bridge '
-                        'decodes at about 20-40x real time on this hardware; beyond that '
-                        'frames queue up and maps are answered late')
-    parser.add_argument('--timeout-s', type=float, default=600.0,
+    parser.add_argument('--timeout-s', type=float, default=3600.0,
                         help='give up after this much wall time')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('-p', '--param', action='append', default=[],
+                        metavar='NODE.NAME=VALUE',
+                        help='override a node parameter of config/sim_suite.yaml, e.g. '
+                        '-p trainer.min_samples=200 (the value is read as YAML)')
     args = parser.parse_args(argv)
-    if args.duration_s < 0 or args.timeout_s <= 0 or args.real_time_factor < 0:
-        parser.error('--duration-s and --real-time-factor must be >= 0, --timeout-s positive')
+    if args.episodes < 1 or args.timeout_s <= 0 or args.real_time_factor <= 0 or \
+            args.lap_s < 0:
+        parser.error('--episodes must be >= 1, --timeout-s and --real-time-factor '
+                     'positive, --lap-s >= 0')
     return args
 
 
-def write_windows(path: pathlib.Path, windows) -> dict:
-    """Write the windows as Parquet; return the observation specification."""
-    first = windows[0]
-    columns = {
-        'vehicle_id': [w.vehicle_id for w in windows],
-        'driver_id': [w.driver_id for w in windows],
-        'episode_id': [w.episode_id for w in windows],
-        'step_index': pa.array([w.step_index for w in windows], pa.uint64()),
-        'window_start': pa.array([w.start_ns for w in windows], pa.timestamp('ns', 'UTC')),
-        'window_end': pa.array([w.end_ns for w in windows], pa.timestamp('ns', 'UTC')),
-    }
-    for name in first.signal_names:
-        columns[name] = pa.array([w.signal(name) for w in windows], pa.list_(pa.float32()))
-    spec = {'signals': list(first.signal_names), 'units': list(first.units),
-            'sample_rate_hz': first.sample_rate_hz, 'samples_per_window': first.n_samples}
-    table = pa.table(columns).replace_schema_metadata(
-        {'tspace_ros.observation_spec': json.dumps(spec)})
-    pq.write_table(table, path)
-    return spec
+class JobError(RuntimeError):
+    """The run cannot go on (a node failed, a deadline passed)."""
 
 
-def flash_goal(default_map, top_speed_kph: float, version: int):
-    """Return a flash goal: more lift-off regeneration on the rows around top_speed_kph."""
-    rows = action_rows(top_speed_kph, default_map.shape[0])
-    pedals = np.asarray(default_map.pedal_breakpoints)
-    action = np.where(pedals <= COAST_PEDAL, -1.0, 0.0)[None, :].repeat(len(rows), 0)
-    proposed = apply_action(default_map, default_map, action, rows.start, policy_version=version)
-    return FlashTorqueMap.Goal(map=torque_map_to_msg(proposed, 0, rows.start, len(rows))), rows
+class Driver:
+    """The job's own node: the van's clock, the HMI (episode_control) and what it reports."""
+
+    def __init__(self, suite, start_ns: int):
+        """Create the node in the vehicle's namespace, in the suite's executor."""
+        from rosgraph_msgs.msg import Clock
+        from tspace_interfaces.msg import EpisodeSummary, TrainerStatus
+        from tspace_interfaces.srv import EpisodeControl
+
+        from tspace_ros.nodes.qos import RECORD_QOS
+        import rclpy
+        self.suite, self.start_ns = suite, start_ns
+        self.node = rclpy.create_node('job', namespace=NAMESPACE)
+        self.clock_ns, self.summaries, self.status = 0, [], None
+        self.node.create_subscription(Clock, '/clock', self._on_clock, 10)
+        self.node.create_subscription(EpisodeSummary, 'episode/summary',
+                                      self.summaries.append, RECORD_QOS)
+        self.node.create_subscription(TrainerStatus, 'trainer/status', self._on_status, 10)
+        self.hmi = self.node.create_client(EpisodeControl, 'episode_control')
+        self.EpisodeControl = EpisodeControl
+        suite.executor.add_node(self.node)
+
+    def _on_clock(self, msg):
+        self.clock_ns = msg.clock.sec * 1_000_000_000 + msg.clock.nanosec
+
+    def _on_status(self, msg):
+        self.status = msg
+
+    @property
+    def sim_s(self) -> float:
+        """Return the van's simulated time since the start, s."""
+        return max(self.clock_ns - self.start_ns, 0) / 1e9
+
+    def wait(self, predicate, deadline: float, what: str):
+        """Wait (the executor spins in its thread) until predicate() holds."""
+        while not predicate():
+            if self.suite.manager.failure:
+                raise JobError(f'the suite failed: {self.suite.manager.failure}')
+            if time.monotonic() > deadline:
+                raise JobError(f'timed out waiting for {what}')
+            time.sleep(0.01)
+
+    def command(self, code: int, deadline: float) -> str:
+        """Send an episode_control command; return the episode id; JobError if refused."""
+        self.wait(self.hmi.service_is_ready, deadline, 'the episode_control service')
+        future = self.hmi.call_async(self.EpisodeControl.Request(command=code))
+        self.wait(future.done, deadline, f'an answer to episode command {code}')
+        answer = future.result()
+        if not answer.accepted:
+            raise JobError(f'episode command {code} refused: {answer.message}')
+        return answer.episode_id
 
 
-class Bringup:
-    """The launcher's ROS side: lifecycle clients, window and diagnostics listeners."""
+def run_episode(job, index: int, lap_s: float, evaluate: bool, deadline: float,
+                countdown_s: float) -> dict:
+    """Drive one lap as an episode; pause the van at its end; return its figures."""
+    from lifecycle_msgs.msg import Transition
+    from rclpy.parameter import Parameter
+    suite, control = job.suite, job.EpisodeControl.Request
+    sim = suite['vehicle_sim'].vehicle.sim
+    lap_start = index * lap_s
+    if evaluate:
+        suite['agent'].set_parameters([Parameter('mode', value='infer')])
+    job.wait(lambda: job.sim_s >= lap_start + 0.5, deadline, 'the lap to begin')
+    odometer_start, wall_start = sim.odometer(), time.monotonic()
+    episode_id = job.command(control.START, deadline)
+    job.wait(lambda: job.sim_s >= lap_start + lap_s - countdown_s - 2.0, deadline,
+             f'the end of lap {index}')
+    job.command(control.END_VALID, deadline)
+    job.wait(lambda: any(s.episode_id == episode_id for s in job.summaries), deadline,
+             f'the summary of episode {episode_id}')
+    # The lap is done: the van waits (its clock stops) while the trainer works.
+    suite.vehicle_transition(Transition.TRANSITION_DEACTIVATE)
+    measured = sim.between(odometer_start, sim.odometer())
+    wall_s = time.monotonic() - wall_start
+    summary = next(s for s in job.summaries if s.episode_id == episode_id)
+    figures = {'index': index, 'kind': 'eval' if evaluate else 'train',
+               'episode_id': episode_id, 'steps': summary.step_count,
+               'total_reward': summary.total_reward,
+               'energy_per_km_wh': measured['energy_per_km_wh'],
+               'battery_energy_wh': measured['battery_energy_wh'],
+               'distance_km': measured['distance_km'],
+               'speed_error_rms_kph': measured['speed_error_rms_kph'],
+               'windows_energy_per_km_wh': summary.energy_per_km_wh,
+               'policy_version': summary.last_policy_version,
+               'wall_s': wall_s, 'real_time_factor': measured['duration_s'] / wall_s,
+               'timed_out_steps': summary_timed_out(suite, episode_id)}
+    return figures
 
-    def __init__(self, namespace: str):
-        """Create the node and its clients in namespace (the vehicle's)."""
-        self.node = rclpy.create_node('bringup', namespace=namespace)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.windows, self.sim_status = [], {}
-        self.node.create_subscription(ObservationWindow, 'observation/window',
-                                      lambda msg: self.windows.append(window_from_msg(msg)),
-                                      WINDOW_QOS)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100)
-        self.flash = ActionClient(self.node, FlashTorqueMap, 'flash_torque_map')
-        self.lifecycle = {name: self.node.create_client(ChangeState, f'{name}/change_state')
-                          for name in ('vehicle_sim', 'can_bridge')}
 
-    def _on_diagnostics(self, array):
-        for status in array.status:
-            if status.name.startswith(self.node.get_namespace() + '/vehicle_sim'):
-                self.sim_status = {v.key: v.value for v in status.values}
+def summary_timed_out(suite, episode_id: str) -> int:
+    """Return the cruncher's count of timed-out steps in the episode (its last one)."""
+    last = suite['cruncher'].core.stats().get('last_episode') or {}
+    if os.environ.get('TSPACE_DEBUG'):
+        print(suite['cruncher'].core.stats(), suite['agent']._counts, flush=True)
+    return int(last.get('timed_out_steps', 0)) if last.get('episode_id') == episode_id else 0
 
-    def spin_until(self, predicate, timeout_s: float) -> bool:
-        """Spin until predicate() holds or timeout_s passes; return predicate()."""
-        deadline = time.monotonic() + timeout_s
-        while not predicate() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
 
-    def transition(self, name: str, transition_id: int, timeout_s: float = 30.0) -> bool:
-        """Ask a node for a lifecycle transition; return whether it succeeded."""
-        client = self.lifecycle[name]
-        if not self.spin_until(client.service_is_ready, timeout_s):
-            return False
-        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
-        return self.spin_until(future.done, timeout_s) and future.result().success
-
-    def send_flash(self, goal, timeout_s: float = 60.0) -> dict:
-        """Send a flash goal and wait for its result; return the outcome as a dict."""
-        if not self.spin_until(self.flash.server_is_ready, timeout_s):
-            return {'success': False, 'message': 'no flash_torque_map server'}
-        sent = self.flash.send_goal_async(goal)
-        if not self.spin_until(sent.done, timeout_s) or not sent.result().accepted:
-            return {'success': False, 'message': 'goal not accepted'}
-        result = sent.result().get_result_async()
-        if not self.spin_until(result.done, timeout_s):
-            return {'success': False, 'message': 'no result'}
-        r = result.result().result
-        return {'success': r.success, 'error_code': r.error_code, 'message': r.message,
-                'policy_version': r.active_map.policy_version}
+def wait_for_policy(job, episodes: int, deadline: float) -> int:
+    """Wait until the trainer has taken `episodes` episodes and the agent runs its policy."""
+    node, agent = job.suite['trainer'], job.suite['agent']
+    trainer = node.core
+    job.wait(lambda: node.episodes_handled >= episodes, deadline,
+             f'the trainer to take episode {episodes}')
+    job.wait(lambda: agent._actor_version == trainer.policy_version, deadline,
+             f'the agent to run policy version {trainer.policy_version}')
+    return trainer.policy_version
 
 
 def main(argv=None) -> int:
     """Run the main job; return the process exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    cycle = drive_cycle(args.cycle)
-    duration_s = min(args.duration_s or cycle.duration_s, cycle.duration_s)
     stamp = datetime.datetime.now(datetime.timezone.utc)
-    run_dir = args.out / stamp.strftime('%Y%m%dT%H%M%SZ')
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = (args.out / stamp.strftime('%Y%m%dT%H%M%SZ')).resolve()
+    (run_dir / 'logs').mkdir(parents=True, exist_ok=True)
+    os.environ['ROS_LOG_DIR'] = str(run_dir / 'logs')  # node logs to files, not the screen
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    print(f'tspace_ros run: {args.algorithm}, {args.episodes} training episodes + 1 '
+          f'evaluation on {args.cycle} at {args.real_time_factor:g}x real time; '
+          f'results in {run_dir}', flush=True)
+    from tspace_ros.suite import SuiteConfigError
+    try:
+        return _run(args, run_dir, stamp)
+    except SuiteConfigError as error:
+        print(f'tspace_ros run: {error}', file=sys.stderr)
+        return 2
+    except JobError as error:
+        print(f'tspace_ros run failed: {error}; logs: {run_dir}/logs', file=sys.stderr)
+        return 1
+
+
+def _run(args, run_dir: pathlib.Path, stamp) -> int:
+    from lifecycle_msgs.msg import Transition
+    import rclpy
+
+    from tspace_ros.suite import load_node_parameters, params_file_path, parse_overrides, Suite
+    from tspace_ros.training.report import write_map_yaml, write_report
+    from tspace_ros.vehicle import drive_cycle, load_vehicle_parameters, VehicleSimulation
+    cycle = drive_cycle(args.cycle)
+    if args.lap_s:
+        cycle = cycle.truncated(args.lap_s)
+    lap_s = cycle.duration_s
+    started = time.monotonic()
+    deadline = started + args.timeout_s
+
+    # 1. The default map on the same cycle: the same simulator, on its own.
+    params = load_vehicle_parameters()
+    default_map = params.load_default_map()
+    reference = VehicleSimulation(params, cycle, repeat_cycle=True)
+    reading = reference.odometer()
+    reference.run(lap_s)
+    baseline = reference.between(reading, reference.odometer())
+    baseline['kind'] = 'baseline'
+    print(f'  default map: {baseline["energy_per_km_wh"]:.2f} Wh/km, speed error RMS '
+          f'{baseline["speed_error_rms_kph"]:.2f} km/h', flush=True)
+
     start_ns = int(stamp.timestamp()) * 1_000_000_000
     start_utc = datetime.datetime.fromtimestamp(start_ns / 1e9, datetime.timezone.utc)
-    ros_args = ['-r', f'__ns:=/{NAMESPACE}']
-    # Each node in a process of its own, as ros2 launch starts them.
-    sim = NodeProcess('tspace_ros.nodes.vehicle_sim', run_dir / 'vehicle_sim.log', ros_args + [
-        '-p', f'cycle:={args.cycle}', '-p', f'real_time_factor:={args.real_time_factor}',
-        '-p', 'step_s:=0.5', '-p', f'start_utc:={start_utc.isoformat()}'])
-    bridge = NodeProcess('tspace_ros.nodes.can_bridge', run_dir / 'can_bridge.log',
-                         ros_args + ['-p', 'use_sim_time:=true'])
-    rclpy.init(args=[])
-    started, outcome, failure = time.monotonic(), None, ''
+    countdown_s = float(load_node_parameters(params_file_path())['can_bridge'].get(
+        'episode_countdown_s', 3.0))
+    overrides = parse_overrides(args.param)
+    for node, values in {
+        'vehicle_sim': {'cycle': args.cycle, 'cycle_end_s': float(args.lap_s),
+                        'real_time_factor': args.real_time_factor,
+                        'start_utc': start_utc.isoformat(), 'repeat_cycle': True},
+        'agent': {'algorithm': args.algorithm, 'mode': 'train', 'seed': args.seed},
+        'trainer': {'algorithm': args.algorithm, 'seed': args.seed,
+                    'checkpoint_dir': str(run_dir / 'checkpoints'),
+                    'log_dir': str(run_dir / 'tensorboard')},
+        'storage': {'root': str(run_dir / 'pool')},
+    }.items():
+        overrides[node] = {**values, **overrides.get(node, {})}
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    suite, episodes, failure = None, [], ''
     try:
-        ros = Bringup(NAMESPACE)
-        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
-            for name in ('can_bridge', 'vehicle_sim'):
-                if not ros.transition(name, transition):
-                    raise RuntimeError(f'{name}: transition {transition} failed')
-
-        def sim_time():
-            return float(ros.sim_status.get('sim_time_s', 0.0))
-        deadline = started + args.timeout_s
-        if not args.no_flash:
-            ros.spin_until(lambda: sim_time() >= duration_s / 2 and ros.windows,
-                           deadline - time.monotonic())
-            goal, rows = flash_goal(load_vehicle_parameters().load_default_map(),
-                                    float(ros.windows[-1].signal('speed').max()), version=1)
-            outcome = ros.send_flash(goal)
-            outcome['rows'] = [rows.start, rows.stop - 1]
-        ros.spin_until(lambda: sim_time() >= duration_s - 1e-6 or
-                       ros.sim_status.get('finished') == 'True', deadline - time.monotonic())
-        metrics, simulated_s = dict(ros.sim_status), sim_time()
-        elapsed = time.monotonic() - started
-        end_ns = start_ns + round(simulated_s * 1e9)
-        window_ns = 1_500_000_000
-        ros.spin_until(lambda: ros.windows and ros.windows[-1].end_ns >= end_ns - window_ns,
-                       max(5.0, deadline - time.monotonic()))
-        # The bridge restores the default map while the van still answers; then the van.
-        for name in ('can_bridge', 'vehicle_sim'):
-            ros.transition(name, Transition.TRANSITION_DEACTIVATE)
-            ros.transition(name, Transition.TRANSITION_CLEANUP)
-            ros.transition(name, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
-        windows = [w for w in ros.windows if w.end_ns <= end_ns]
-    except (RuntimeError, IndexError) as error:
+        suite = Suite(NAMESPACE, overrides=overrides)
+        job = Driver(suite, start_ns)
+        ok, message = suite.startup()
+        if not ok:
+            raise JobError(f'startup failed: {message}')
+        bar = None if args.no_progress else _progress(args.episodes + 1)
+        for index in range(args.episodes + 1):
+            evaluate = index == args.episodes
+            if index > 0:
+                suite.vehicle_transition(Transition.TRANSITION_ACTIVATE)
+            figures = run_episode(job, index, lap_s, evaluate, deadline, countdown_s)
+            if not evaluate:
+                wait_for_policy(job, index + 1, deadline)
+            status = job.suite['trainer'].core.status()
+            figures['critic_loss'] = status.get('critic_loss')
+            figures['actor_loss'] = status.get('actor_loss')
+            episodes.append(figures)
+            _report_progress(bar, figures, baseline)
+        if bar is not None:
+            bar.close()
+        learned_map = suite['can_bridge'].core.active_map
+        losses = list(suite['trainer'].core.loss_history)
+    except JobError as error:
         failure = str(error)
     finally:
+        if suite is not None:
+            suite.vehicle_transition(Transition.TRANSITION_ACTIVATE)  # the bridge needs it
+            suite.shutdown()
+            suite.close()
         rclpy.try_shutdown()
-        for process in (bridge, sim):
-            process.stop()
-    if failure or not windows:
-        print(f'tspace_ros run failed: {failure or "no observation window arrived"}; logs: '
-              f'{run_dir}/vehicle_sim.log, {run_dir}/can_bridge.log', file=sys.stderr)
-        return 1
-    spec = write_windows(run_dir / 'windows.parquet', windows)
-    figures = {key: float(metrics[key]) for key in (
-        'distance_km', 'battery_energy_wh', 'energy_per_km_wh', 'regenerated_wh',
-        'friction_brake_wh', 'speed_error_rms_kph', 'speed_error_max_kph') if key in metrics}
+    if failure:
+        raise JobError(failure)
+    wall_s = time.monotonic() - started
+    final = episodes[-1]
+    saving = 1.0 - final['energy_per_km_wh'] / baseline['energy_per_km_wh']
+    tracking_ok = final['speed_error_rms_kph'] <= SPEED_ERROR_BOUND_KPH
+    write_map_yaml(run_dir / 'learned_map.yaml', learned_map,
+                   header=f'learned by tspace_ros {args.algorithm}, {args.episodes} episodes')
+    write_report(run_dir / 'report.png', episodes, baseline, losses, default_map, learned_map,
+                 title=f'tspace_ros {args.algorithm} on {args.cycle}: '
+                 f'{final["energy_per_km_wh"]:.1f} vs {baseline["energy_per_km_wh"]:.1f} '
+                 f'Wh/km ({100 * saving:+.2f} %)')
+    (run_dir / 'episodes.json').write_text(json.dumps(episodes, indent=2) + '\n')
     summary = {
-        'cycle': args.cycle, 'simulated_s': round(simulated_s, 3), 'wall_s': round(elapsed, 3),
-        'real_time_factor': round(simulated_s / elapsed, 1), 'windows': len(windows),
-        'observation_spec': spec, **figures, 'flash': outcome}
+        'algorithm': args.algorithm, 'cycle': args.cycle, 'lap_s': lap_s,
+        'training_episodes': args.episodes, 'wall_s': round(wall_s, 1),
+        'simulated_s': round(lap_s * (args.episodes + 1), 1),
+        'real_time_factor_overall': round(lap_s * (args.episodes + 1) / wall_s, 1),
+        'default': baseline, 'learned': final, 'energy_saving': saving,
+        'speed_error_bound_kph': SPEED_ERROR_BOUND_KPH, 'tracking_within_bound': tracking_ok,
+        'learned_uses_less_energy': saving > 0}
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
-    print(f'tspace_ros run: {args.cycle} {simulated_s:.0f} s simulated in {elapsed:.1f} s '
-          f'({summary["real_time_factor"]}x real time), {len(windows)} windows '
-          f'({len(spec["signals"])} signals x {spec["samples_per_window"]} at '
-          f'{spec["sample_rate_hz"]:g} Hz)')
-    print(f'  {figures["distance_km"]:.2f} km, {figures["battery_energy_wh"]:.0f} Wh = '
-          f'{figures["energy_per_km_wh"]:.1f} Wh/km, speed error RMS '
-          f'{figures["speed_error_rms_kph"]:.2f} km/h')
-    if outcome is not None:
-        verdict = 'accepted' if outcome['success'] else 'FAILED'
-        print(f'  flash: {verdict}: {outcome["message"]}')
-    print(f'  results: {run_dir}/windows.parquet, {run_dir}/summary.json (node logs beside them)')
-    return 0 if outcome is None or outcome['success'] else 1
+    verdict = 'less' if saving > 0 else 'NOT less'
+    print(f'tspace_ros run: learned map {final["energy_per_km_wh"]:.2f} Wh/km vs default '
+          f'{baseline["energy_per_km_wh"]:.2f} Wh/km: {100 * saving:+.2f} % ({verdict} '
+          f'energy), speed error RMS {final["speed_error_rms_kph"]:.2f} km/h (bound '
+          f'{SPEED_ERROR_BOUND_KPH:g}), {args.episodes + 1} episodes in {wall_s:.0f} s '
+          f'({summary["real_time_factor_overall"]}x real time)')
+    print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
+          f'pool/, checkpoints/, tensorboard/, logs/')
+    return 0 if saving > 0 and tracking_ok else 3
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+    return tqdm(total=total, unit='episode', dynamic_ncols=True, file=sys.stdout)
+
+
+def _report_progress(bar, figures: dict, baseline: dict):
+    loss = figures.get('critic_loss')
+    loss = loss if loss is not None and math.isfinite(loss) else float('nan')
+    text = (f'episode {figures["index"]} ({figures["kind"]}): '
+            f'{figures["energy_per_km_wh"]:.2f} Wh/km (default '
+            f'{baseline["energy_per_km_wh"]:.2f}), reward {figures["total_reward"]:.0f}, '
+            f'critic loss {loss:.3g}')
+    if bar is None:
+        print(f'  {text}', flush=True)
+    else:
+        bar.set_postfix_str(text)
+        bar.update(1)
+        bar.write(f'  {text}')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,353 @@
+"""
+The trainer lifecycle node: samples in, policy updates out.
+
+A thin adapter around ``tspace_ros.training.TrainerCore`` (see it for the
+modes, the update ratio, checkpoints and TensorBoard). This node imports
+TensorFlow; the vehicle-side agent never does. Topics (relative, in its
+namespace):
+
+- subscribes ``episode/stored`` (EpisodeSummary from the storage: the episode
+  is durable, train on it in ``episode`` mode), ``transitions`` and ``episode``
+  (with ``sample_source: topic``, they fill the trainer's own buffer; in
+  ``continuous`` mode each transition counts as a new sample) and
+  ``torque_map/active`` (logged as an image with each episode);
+- publishes ``policy/update`` (PolicyUpdate, transient local: the initial
+  policy on activate, then every ``publish_every`` updates and after each
+  training burst), ``trainer/status`` (TrainerStatus: losses, update rate,
+  policy version, for rqt_plot) and ``/diagnostics``.
+
+Samples come from the storage pool in the same process (``sample_source:
+auto`` in the single-process suite: the storage node is handed over), or from
+the topics (``topic``: the trainer keeps its own buffer, for a trainer in a
+process or on a machine of its own), or, in ``offline`` mode, from a Parquet
+pool opened at ``pool_root``.
+"""
+
+import os
+import sys
+import threading
+from typing import Optional
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import TransitionCallbackReturn
+from tspace_interfaces.msg import (Episode, EpisodeSummary, PolicyUpdate,
+                                   TorqueMap as TorqueMapMsg, TrainerStatus, Transition)
+
+from tspace_ros.nodes.diagnostics import diagnostic_array, OK, WARN
+from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
+from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torque_map_from_msg,
+                                       transition_from_msg)
+from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
+
+SOURCES = ('auto', 'topic')
+STATE_SIGNALS = 3  # speed, pedal, brake (vehicle_policy.DEFAULT_STATE_SIGNALS)
+
+
+class TrainerNode(TspaceLifecycleNode):
+    """Lifecycle adapter of the TrainerCore."""
+
+    def __init__(self, node_name: str = 'trainer', local_storage=None, **kwargs):
+        """
+        Declare the parameters; nothing is built before configure.
+
+        local_storage: the storage node of the same process (its ``pool`` is
+        sampled directly), or None.
+        """
+        super().__init__(node_name, **kwargs)
+        d = self.declare_described
+        d('algorithm', 'ddpg', 'ddpg or rdpg.')
+        d('mode', 'episode', 'episode (train after each stored episode), continuous '
+          '(train as samples arrive, within max_update_ratio) or offline.')
+        d('updates_per_episode', 0, 'Episode mode: updates per episode (0: ratio x new '
+          'samples).', (0, 10**9))
+        d('max_update_ratio', 1.0, 'At most this many updates per new sample.', (1e-6, 1e6))
+        d('min_samples', 0, 'Samples before the first update (0: 1000 ddpg, 2 episodes '
+          'rdpg).', (0, 10**9))
+        d('publish_every', 200, 'Updates between policy publications.', (1, 10**9))
+        d('checkpoint_every', 2000, 'Updates between checkpoints (0: episode ends only).',
+          (0, 10**9))
+        d('checkpoint_dir', '', "Checkpoints (resumed from when present; '' = none).")
+        d('log_dir', '', "TensorBoard event files ('' = none).")
+        d('sample_source', 'auto', 'auto (the storage pool in this process) or topic (own '
+          'buffer from the transitions/episode topics).')
+        d('pool_root', '', 'Offline mode: the Parquet pool to train from.')
+        d('offline_updates', 0, 'Offline mode: updates to run once activated.', (0, 10**9))
+        d('buffer_capacity', 1_000_000, 'Topic source: transitions kept.', (1, 10**9))
+        d('samples_per_window', 30, 'Samples per signal in a state.', (1, 100000))
+        d('action_dim', 68, 'Length of one action.', (1, 100000))
+        d('recent_actions', 0, 'Past actions appended to each state.', (0, 16))
+        d('batch_size', 256, 'Transitions (ddpg) or episodes (rdpg) per update.', (1, 100000))
+        d('gamma', 0.99, 'Discount per step.', (0.0, 1.0))
+        d('tau', 0.005, 'Soft target update rate.', (1e-6, 1.0))
+        d('actor_lr', 1e-3, 'Actor learning rate.', (1e-9, 1.0))
+        d('critic_lr', 1e-3, 'Critic learning rate.', (1e-9, 1.0))
+        d('reward_scale', 1.0, 'Rewards are multiplied by this in the TD target.',
+          (1e-9, 1e9))
+        d('rdpg_max_length', 0, 'RDPG: steps per sampled episode window (0: whole).',
+          (0, 100000))
+        d('seed', 0, 'Seed of weights and sampling.', (0, 2**31 - 1))
+        self._local_storage = local_storage
+        self._core = None
+        self._lock = threading.Lock()
+        self._entities = []
+        self._buffer = None
+        self._map = None
+        self._last_problem = ''
+        self.episodes_handled = 0  # stored episodes taken (trained on, published)
+
+    @property
+    def core(self):
+        """Return the trainer core, or None unless configured."""
+        return self._core
+
+    def _p(self, name):
+        return self.get_parameter(name).value
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Build the agent and its trainer (TensorFlow loads here), the source and topics."""
+        if not self.parameters_valid():
+            return TransitionCallbackReturn.FAILURE
+        try:
+            core = self._build_core()
+            source = self._build_source(core)
+        except (ValueError, OSError, RuntimeError) as error:
+            self.get_logger().error(f'configure failed: {error}')
+            return TransitionCallbackReturn.FAILURE
+        core.set_source(source)
+        self._core = core
+        train_group = MutuallyExclusiveCallbackGroup()
+        input_group = MutuallyExclusiveCallbackGroup()
+        self._policy_pub = self.create_publisher(PolicyUpdate, 'policy/update',
+                                                 POLICY_UPDATE_QOS)
+        self._status_pub = self.create_publisher(TrainerStatus, 'trainer/status', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._entities = [
+            self.create_subscription(EpisodeSummary, 'episode/stored', self._on_stored,
+                                     RECORD_QOS, callback_group=train_group),
+            self.create_subscription(TorqueMapMsg, 'torque_map/active', self._on_map,
+                                     ACTIVE_MAP_QOS, callback_group=input_group),
+            self.create_timer(1.0, self._publish_status, callback_group=input_group),
+        ]
+        if self._buffer is not None:
+            self._entities += [
+                self.create_subscription(Transition, 'transitions', self._on_transition,
+                                         RECORD_QOS, callback_group=train_group),
+                self.create_subscription(Episode, 'episode', self._on_episode, RECORD_QOS,
+                                         callback_group=train_group)]
+        elif self._p('mode') == 'continuous':
+            self._entities.append(self.create_subscription(
+                Transition, 'transitions', self._on_transition, RECORD_QOS,
+                callback_group=train_group))
+        status = core.status()
+        self.get_logger().info(
+            f'configured: {self._p("algorithm")} in {self._p("mode")} mode, '
+            f'{status["update_count"]} updates so far, policy version '
+            f'{status["policy_version"]}, {len(source)} samples available')
+        return TransitionCallbackReturn.SUCCESS
+
+    def _build_core(self):
+        from tspace_ros.agents.ddpg import DdpgConfig
+        from tspace_ros.agents.rdpg import RdpgConfig
+        from tspace_ros.training.trainer import TrainerConfig, TrainerCore
+        algorithm = self._p('algorithm')
+        state_dim = STATE_SIGNALS * self._p('samples_per_window') + \
+            self._p('recent_actions') * self._p('action_dim')
+        common = {'gamma': self._p('gamma'), 'tau': self._p('tau'),
+                  'actor_lr': self._p('actor_lr'), 'critic_lr': self._p('critic_lr'),
+                  'reward_scale': self._p('reward_scale'),
+                  'batch_size': self._p('batch_size'), 'seed': self._p('seed')}
+        agent_config = DdpgConfig(**common) if algorithm == 'ddpg' else RdpgConfig(**common)
+        config = TrainerConfig(
+            algorithm=algorithm, mode=self._p('mode'),
+            updates_per_episode=self._p('updates_per_episode'),
+            max_update_ratio=self._p('max_update_ratio'),
+            min_samples=self._p('min_samples') or None,
+            publish_every=self._p('publish_every'),
+            checkpoint_every=self._p('checkpoint_every'),
+            rdpg_max_length=self._p('rdpg_max_length') or None, seed=self._p('seed'))
+        return TrainerCore(config, state_dim, self._p('action_dim'), agent_config,
+                           checkpoint_dir=_path(self._p('checkpoint_dir')),
+                           log_dir=_path(self._p('log_dir')), publish=self._publish_blob)
+
+    def _build_source(self, core):
+        """Return the sample source for the core (see the module docstring)."""
+        ddpg = self._p('algorithm') == 'ddpg'
+        self._buffer = None
+        if self._p('sample_source') not in SOURCES:
+            raise ValueError(f"parameter 'sample_source': expected one of {SOURCES}, got "
+                             f'{self._p("sample_source")!r}')
+        if self._p('mode') == 'offline':
+            from tspace_ros.storage import open_pool, PoolConfig
+            if not self._p('pool_root'):
+                raise ValueError("parameter 'pool_root': offline mode needs the pool to "
+                                 'train from')
+            self._offline_pool = open_pool(PoolConfig(root=_path(self._p('pool_root'))))
+            pool = self._offline_pool
+        elif self._p('sample_source') == 'auto' and self._local_storage is not None:
+            pool = self._local_storage.pool
+            if pool is None:
+                raise RuntimeError('the storage node of this process is not configured: '
+                                   'configure it before the trainer')
+        else:
+            from tspace_ros.agents.episode_buffer import EpisodeBuffer
+            from tspace_ros.agents.replay import InMemoryReplay
+            self._buffer = InMemoryReplay(self._p('buffer_capacity'), core.state_dim,
+                                          core.action_dim) if ddpg else \
+                EpisodeBuffer(core.state_dim, core.action_dim)
+            return self._buffer
+        include = core.config.include_timed_out
+        return pool.records_source(include_timed_out=include) if ddpg else \
+            pool.episodes_source()
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        """Publish the current policy (initial or resumed) so agents can start acting."""
+        result = super().on_activate(state)
+        with self._lock:
+            self._publish_blob(self._core.current_blob())
+        if self._p('mode') == 'offline' and self._p('offline_updates') > 0:
+            self._entities.append(self.create_timer(
+                0.01, self._train_offline_once, callback_group=MutuallyExclusiveCallbackGroup()))
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Checkpoint (when a directory is set)."""
+        with self._lock:
+            if self._core is not None and self._core.checkpoint_dir is not None:
+                self._core.save_checkpoint()
+        return super().on_deactivate(state)
+
+    def release(self):
+        """Close the core (final checkpoint, TensorBoard files), drop the entities."""
+        for entity in self._entities:
+            if hasattr(entity, 'cancel'):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        for name in ('_policy_pub', '_status_pub', '_diag_pub'):
+            if getattr(self, name, None) is not None:
+                self.destroy_publisher(getattr(self, name))
+                setattr(self, name, None)
+        with self._lock:
+            if self._core is not None:
+                self._core.close()
+            self._core = None
+            if getattr(self, '_offline_pool', None) is not None:
+                self._offline_pool.close()
+                self._offline_pool = None
+        self._buffer = None
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def _active(self) -> bool:
+        return self._core is not None and self._state_machine.current_state[1] == 'active'
+
+    def _on_stored(self, msg: EpisodeSummary):
+        if not self._active():
+            return
+        summary = summary_from_msg(msg)
+        with self._lock:
+            metrics = self._core.on_episode(summary)
+            if self._map is not None:
+                self._core.log.torque_map('torque_map/active', self._map,
+                                          self._core.episodes_seen)
+        self.episodes_handled += 1
+        if metrics:
+            self.get_logger().info(
+                f'episode {summary.episode_id}: {metrics.get("updates", 0)} updates, critic '
+                f'loss {metrics.get("critic_loss", float("nan")):.4g}, policy version '
+                f'{self._core.policy_version}')
+        self._publish_status()
+
+    def _on_transition(self, msg: Transition):
+        if not self._active():
+            return
+        try:
+            record = transition_from_msg(msg)
+        except ValueError as error:
+            self._last_problem = f'transition rejected: {error}'
+            return
+        with self._lock:
+            if self._buffer is not None and self._p('algorithm') == 'ddpg' and \
+                    self._core.wants_transition(record):
+                self._buffer.add(record.state, record.action, record.reward,
+                                 record.next_state, record.done)
+            if self._p('mode') == 'continuous' and self._core.wants_transition(record):
+                self._core.on_samples(1)
+
+    def _on_episode(self, msg: Episode):
+        if not self._active() or self._p('algorithm') != 'rdpg' or not msg.summary.valid:
+            return
+        try:
+            _, transitions = episode_from_msg(msg)
+        except ValueError as error:
+            self._last_problem = f'episode rejected: {error}'
+            return
+        import numpy as np
+        if transitions:
+            with self._lock:
+                self._buffer.add_episode(
+                    np.stack([t.state for t in transitions]),
+                    np.stack([t.action for t in transitions]),
+                    np.array([t.reward for t in transitions], np.float32),
+                    np.stack([t.next_state for t in transitions]),
+                    np.array([t.done for t in transitions], np.float32))
+
+    def _on_map(self, msg: TorqueMapMsg):
+        try:
+            self._map = torque_map_from_msg(msg)
+        except ValueError as error:
+            self._last_problem = f'unusable active map: {error}'
+
+    def _train_offline_once(self):
+        timer = self._entities.pop()
+        self.destroy_timer(timer)
+        with self._lock:
+            metrics = self._core.train(self._p('offline_updates'))
+            self._core.save_checkpoint() if self._core.checkpoint_dir else None
+        self.get_logger().info(f'offline training: {metrics["updates"]} updates, critic loss '
+                               f'{metrics["critic_loss"]:.4g}, policy version '
+                               f'{metrics["policy_version"]}')
+        self._publish_status()
+
+    # ---- output ------------------------------------------------------------------------------
+
+    def _publish_blob(self, blob):
+        if getattr(self, '_policy_pub', None) is not None and blob is not None:
+            self._policy_pub.publish(blob.to_msg())
+
+    def _publish_status(self):
+        if self._core is None or getattr(self, '_status_pub', None) is None:
+            return
+        status = self._core.status()
+        msg = TrainerStatus(
+            algorithm=str(status['algorithm']), update_count=int(status['update_count']),
+            buffer_size=int(status['buffer_size']),
+            critic_loss=float(status.get('critic_loss') or 0.0),
+            actor_loss=float(status.get('actor_loss') or 0.0),
+            updates_per_second=float(status.get('updates_per_second') or 0.0),
+            policy_version=int(status['policy_version']))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+        values = dict(status)
+        values['last_problem'] = self._last_problem or '-'
+        ready = self._core.ready
+        self._diag_pub.publish(diagnostic_array(
+            msg.header.stamp, self.get_fully_qualified_name(), 'tspace_ros',
+            OK if ready and not self._last_problem else WARN,
+            f'{status["update_count"]} updates, policy {status["policy_version"]}' if ready
+            else f'waiting for samples ({status["buffer_size"]} so far)', values))
+
+
+def _path(text: str) -> Optional[str]:
+    return os.path.expanduser(text) if text else None
+
+
+def main(args=None) -> int:
+    """Run the trainer node until it is shut down."""
+    return run_lifecycle_node(TrainerNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

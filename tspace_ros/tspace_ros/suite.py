@@ -1,0 +1,242 @@
+"""
+The single-process bringup: the whole node suite in one process.
+
+For machines without ``ros2 launch``: every node of the suite (and, for a
+simulation, the simulated vehicle) is created in this process and spun by one
+multi-threaded executor, with the parameters of the same file the launch files
+pass (``config/sim_suite.yaml``: one ``/**/<node>`` section per node), then
+overrides. The lifecycle manager brings the suite up in dependency order.
+
+Run it as ``python -m tspace_ros.suite`` (or ``ros2 run tspace_ros suite``): it
+starts the simulated vehicle, brings the suite up, and runs until SIGINT or
+SIGTERM; then it deactivates the chain (the bridge flashes the default map
+back while the vehicle still answers), closes the storage (files complete on
+disk) and exits. ``Suite`` is the same thing as a library, for the main job
+and the tests.
+"""
+
+import argparse
+import faulthandler
+import pathlib
+import signal
+import sys
+import threading
+from typing import Any, Dict, Mapping, Optional
+
+from lifecycle_msgs.msg import Transition
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+
+from tspace_ros.nodes.agent import Agent
+from tspace_ros.nodes.can_bridge import CanBridge
+from tspace_ros.nodes.cruncher import CruncherNode
+from tspace_ros.nodes.lifecycle_manager import LifecycleManager
+from tspace_ros.nodes.storage import StorageNode
+from tspace_ros.nodes.trainer import TrainerNode
+from tspace_ros.nodes.vehicle_sim import VehicleSim
+import yaml
+
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = PACKAGE_ROOT / 'config' / 'sim_suite.yaml'
+SHUTDOWN_STACKS_AFTER_S = 20.0
+SUITE_NODES = ('storage', 'trainer', 'can_bridge', 'cruncher', 'agent')
+
+
+class SuiteConfigError(ValueError):
+    """A parameter file or override that cannot configure the suite."""
+
+
+def params_file_path() -> pathlib.Path:
+    """Return the suite's parameter file (source tree or installed share directory)."""
+    if DEFAULT_PARAMS.is_file():
+        return DEFAULT_PARAMS
+    from ament_index_python.packages import get_package_share_directory
+    return pathlib.Path(get_package_share_directory('tspace_ros')) / 'config' / \
+        'sim_suite.yaml'
+
+
+def load_node_parameters(path: pathlib.Path) -> Dict[str, Dict[str, Any]]:
+    """
+    Read a ROS 2 parameter file; return node name -> parameters ('/**' applies to all).
+
+    SuiteConfigError names the file and the key for anything that is not a
+    parameter file of the form ``<pattern>: {ros__parameters: {...}}``.
+    """
+    try:
+        data = yaml.safe_load(pathlib.Path(path).read_text(encoding='utf-8'))
+    except (OSError, yaml.YAMLError) as error:
+        raise SuiteConfigError(f'{path}: cannot read the parameter file: {error}') from None
+    if not isinstance(data, dict):
+        raise SuiteConfigError(f'{path}: expected a mapping of node patterns, got '
+                               f'{type(data).__name__}')
+    nodes: Dict[str, Dict[str, Any]] = {}
+    for pattern, section in data.items():
+        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'),
+                                                           dict):
+            raise SuiteConfigError(f'{path}: {pattern}: expected a mapping with '
+                                   f'ros__parameters')
+        name = str(pattern).rsplit('/', 1)[-1] if pattern != '/**' else '*'
+        nodes.setdefault(name, {}).update(section['ros__parameters'])
+    return nodes
+
+
+def _parameters(values: Mapping[str, Any]):
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+class Suite:
+    """The suite's nodes in one process, on one executor (see the module docstring)."""
+
+    def __init__(self, namespace: str, params_file: Optional[pathlib.Path] = None,
+                 overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                 simulate: bool = True, context=None):
+        """Create the nodes (nothing is configured yet) and spin them in a thread."""
+        params = load_node_parameters(params_file or params_file_path())
+        overrides = overrides or {}
+        unknown = set(overrides) - set(SUITE_NODES) - {'vehicle_sim', 'lifecycle_manager'}
+        if unknown:
+            raise SuiteConfigError(f'overrides for unknown nodes: {sorted(unknown)}')
+
+        def settings(name):
+            values = dict(params.get('*', {}))
+            values.update(params.get(name, {}))
+            values.update(overrides.get(name, {}))
+            return _parameters(values)
+        kwargs = {'namespace': namespace, 'context': context}
+        self.nodes: Dict[str, Any] = {}
+        if simulate:
+            self.nodes['vehicle_sim'] = VehicleSim(parameter_overrides=settings('vehicle_sim'),
+                                                   **kwargs)
+        storage = StorageNode(parameter_overrides=settings('storage'), **kwargs)
+        self.nodes.update({
+            'storage': storage,
+            'trainer': TrainerNode(local_storage=storage,
+                                   parameter_overrides=settings('trainer'), **kwargs),
+            'can_bridge': CanBridge(parameter_overrides=settings('can_bridge'), **kwargs),
+            'cruncher': CruncherNode(parameter_overrides=settings('cruncher'), **kwargs),
+            'agent': Agent(parameter_overrides=settings('agent'), **kwargs),
+        })
+        manager_settings = settings('lifecycle_manager')
+        manager_settings = [p for p in manager_settings if p.name != 'use_sim_time']
+        self.manager = LifecycleManager(parameter_overrides=manager_settings, **kwargs)
+        self.executor = MultiThreadedExecutor(num_threads=8, context=context)
+        for node in (*self.nodes.values(), self.manager):
+            self.executor.add_node(node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: B902 - the executor stops on context shutdown
+            pass
+
+    def __getitem__(self, name: str):
+        """Return a node by name ('vehicle_sim', 'can_bridge', ...)."""
+        return self.nodes[name]
+
+    def vehicle_transition(self, transition: int) -> str:
+        """Change the simulated vehicle's state (it is not in the managed chain); return it."""
+        node = self.nodes['vehicle_sim']
+        start, trigger = {
+            Transition.TRANSITION_CONFIGURE: ('unconfigured', node.trigger_configure),
+            Transition.TRANSITION_ACTIVATE: ('inactive', node.trigger_activate),
+            Transition.TRANSITION_DEACTIVATE: ('active', node.trigger_deactivate),
+            Transition.TRANSITION_CLEANUP: ('inactive', node.trigger_cleanup)}[transition]
+        if node._state_machine.current_state[1] == start:
+            trigger()
+        return node._state_machine.current_state[1]
+
+    def startup(self):
+        """Configure the simulated vehicle, bring the suite up, then start the vehicle."""
+        if 'vehicle_sim' in self.nodes and \
+                self.vehicle_transition(Transition.TRANSITION_CONFIGURE) != 'inactive':
+            return False, 'vehicle_sim could not be configured; see its log'
+        ok, message = self.manager.startup()
+        if ok and 'vehicle_sim' in self.nodes and \
+                self.vehicle_transition(Transition.TRANSITION_ACTIVATE) != 'active':
+            return False, 'vehicle_sim could not be activated; see its log'
+        return ok, message
+
+    def shutdown(self):
+        """Deactivate and clean up the suite (default map restored), then the vehicle."""
+        ok, message = self.manager.shutdown()
+        if 'vehicle_sim' in self.nodes:
+            for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+                self.vehicle_transition(transition)
+        return ok, message
+
+    def close(self):
+        """Stop spinning and destroy every node."""
+        self.executor.shutdown(timeout_sec=5.0)
+        self._spinner.join(timeout=5.0)
+        for node in (*self.nodes.values(), self.manager):
+            node.destroy_node()
+
+
+def parse_args(argv):
+    """Parse the command line of the single-process bringup."""
+    parser = argparse.ArgumentParser(
+        prog='tspace_ros.suite', description='Run the tspace_ros node suite (and the '
+        'simulated vehicle) in one process until SIGINT/SIGTERM.')
+    parser.add_argument('--namespace', default='SIMVAN00000000001',
+                        help='namespace of the vehicle (its VIN)')
+    parser.add_argument('--params-file', type=pathlib.Path, default=None,
+                        help='ROS 2 parameter file (default: config/sim_suite.yaml)')
+    parser.add_argument('--no-sim', action='store_true',
+                        help='no simulated vehicle: the bridge reads a real bus')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NODE.NAME=VALUE',
+                        help='override a parameter, e.g. -p agent.mode=infer (YAML value)')
+    return parser.parse_args(argv)
+
+
+def parse_overrides(items) -> Dict[str, Dict[str, Any]]:
+    """Turn 'node.name=value' strings into {node: {name: value}}; SuiteConfigError if bad."""
+    overrides: Dict[str, Dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        node, dot, name = key.partition('.')
+        if not sep or not dot or not node or not name:
+            raise SuiteConfigError(f'override {item!r}: expected NODE.NAME=VALUE')
+        overrides.setdefault(node, {})[name] = yaml.safe_load(text)
+    return overrides
+
+
+def main(argv=None) -> int:
+    """Run the suite until SIGINT/SIGTERM; shut it down cleanly."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    suite = None
+    try:
+        suite = Suite(args.namespace, args.params_file, parse_overrides(args.param),
+                      simulate=not args.no_sim)
+        ok, message = suite.startup()
+        print(f'tspace_ros suite: {message}', flush=True)
+        if not ok:
+            return 1
+        while not stop.wait(0.5):
+            if suite.manager.failure:
+                print(f'tspace_ros suite: failure: {suite.manager.failure}', flush=True)
+                break
+        print('tspace_ros suite: shutting down', flush=True)
+        # Should a node hang in its transition, show where (the manager gives up on it).
+        faulthandler.dump_traceback_later(SHUTDOWN_STACKS_AFTER_S, exit=False)
+        ok = suite.shutdown()[0]
+        faulthandler.cancel_dump_traceback_later()
+        return 0 if ok else 1
+    except SuiteConfigError as error:
+        print(f'tspace_ros suite: {error}', file=sys.stderr)
+        return 2
+    finally:
+        if suite is not None:
+            suite.close()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
