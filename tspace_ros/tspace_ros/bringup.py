@@ -52,8 +52,9 @@ def parse_args(argv):
     parser.add_argument('--lap-s', type=float, default=0.0,
                         help='drive only the first this many seconds of the cycle, as one '
                         'lap per episode (default: the whole cycle)')
-    parser.add_argument('--real-time-factor', type=float, default=20.0,
-                        help='simulated seconds per wall second (default 20)')
+    parser.add_argument('--real-time-factor', type=float, default=40.0,
+                        help='simulated seconds per wall second asked of the van (default '
+                        '40; training and the agent share the CPU, so it may reach less)')
     parser.add_argument('--seed', type=int, default=0, help='seed of weights and noise')
     parser.add_argument('--out', type=pathlib.Path, default=pathlib.Path('runs'),
                         help='directory under which a run directory is created')
@@ -243,6 +244,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
                         'start_utc': start_utc.isoformat(), 'repeat_cycle': True},
         'agent': {'algorithm': args.algorithm, 'mode': 'train', 'seed': args.seed},
         'trainer': {'algorithm': args.algorithm, 'seed': args.seed,
+                    # RDPG samples whole episodes: train from the first one on.
+                    **({'min_samples': 1, 'batch_size': 8} if args.algorithm == 'rdpg' else {}),
                     'checkpoint_dir': str(run_dir / 'checkpoints'),
                     'log_dir': str(run_dir / 'tensorboard')},
         'storage': {'root': str(run_dir / 'pool')},
