@@ -1,0 +1,85 @@
+"""
+The trainer node in its own process, offline: a pool on disk in, a policy and a checkpoint out.
+
+The test writes a small pool of transitions, starts the trainer in offline mode on
+it, and checks that it publishes a verified policy after the requested updates,
+writes a checkpoint and TensorBoard events, and that a second trainer on the same
+checkpoint directory resumes from it.
+"""
+
+from lifecycle_msgs.msg import Transition as LifecycleTransition
+import numpy as np
+from ros_test_support import NodeProcess, RosContext, spin_until
+from test_window_source_lifecycle import LifecycleDriver
+from tspace_interfaces.msg import PolicyUpdate, TrainerStatus
+
+from tspace_ros.agents.policy_exchange import PolicyBlob
+from tspace_ros.episodes.records import EpisodeSummaryRecord, TransitionRecord
+from tspace_ros.nodes.qos import POLICY_UPDATE_QOS
+from tspace_ros.storage import open_pool, PoolConfig
+
+NS = 'trainer_test'
+TIMEOUT_S = 90.0
+
+
+def write_pool(root):
+    rng = np.random.default_rng(0)
+    start = 1_795_000_000_000_000_000
+    records = [TransitionRecord(
+        'VIN-T', 'd1', 'ep0', start, step, rng.uniform(0, 1, 90), rng.uniform(-1, 1, 68), 2, 4,
+        -5.0, 5.0, rng.uniform(0, 1, 90), step == 199, False, 0,
+        start + step * 10**9, start + (step + 1) * 10**9) for step in range(200)]
+    with open_pool(PoolConfig(root=str(root))) as pool:
+        pool.append(records)
+        pool.end_episode(EpisodeSummaryRecord('VIN-T', 'd1', 'ep0', start, start + 200 * 10**9,
+                                              200, -1000.0, 1000.0, 4.0, True, 0, 0))
+
+
+def run_trainer(tmp_path, name, updates):
+    args = ['-r', f'__ns:=/{NS}', '-r', f'__node:={name}', '-p', 'mode:=offline',
+            '-p', f'pool_root:={tmp_path / "pool"}', '-p', f'offline_updates:={updates}',
+            '-p', f'checkpoint_dir:={tmp_path / "checkpoints"}',
+            '-p', f'log_dir:={tmp_path / "tensorboard"}', '-p', 'batch_size:=16']
+    with NodeProcess('tspace_ros.nodes.trainer', tmp_path / f'{name}.log', args) as process, \
+            RosContext() as ros:
+        probe = ros.node('trainer_probe', NS)
+        policies, statuses = [], []
+        probe.create_subscription(PolicyUpdate, 'policy/update', policies.append,
+                                  POLICY_UPDATE_QOS)
+        probe.create_subscription(TrainerStatus, 'trainer/status', statuses.append, 10)
+        node = LifecycleDriver(ros, f'{NS}/{name}')
+        assert node.transition(LifecycleTransition.TRANSITION_CONFIGURE), process.output()
+        assert node.transition(LifecycleTransition.TRANSITION_ACTIVATE)
+        assert spin_until(ros.executor, lambda: statuses and
+                          statuses[-1].update_count >= updates, TIMEOUT_S), process.output()
+        assert spin_until(ros.executor, lambda: policies and
+                          policies[-1].version == statuses[-1].update_count, TIMEOUT_S)
+        assert node.transition(LifecycleTransition.TRANSITION_DEACTIVATE)
+        assert node.transition(LifecycleTransition.TRANSITION_CLEANUP)
+        return policies, statuses, process.output()
+
+
+def test_offline_training_from_a_pool_publishes_checkpoints_and_resumes(tmp_path):
+    write_pool(tmp_path / 'pool')
+    policies, statuses, output = run_trainer(tmp_path, 'trainer', 30)
+    # The initial policy at activation, then the trained one; both verified blobs.
+    assert [p.version for p in policies][0] == 0 and policies[-1].version == 30
+    blob = PolicyBlob.from_msg(policies[-1], expected_algorithm='ddpg')
+    assert (blob.state_dim, blob.action_dim) == (90, 68) and blob.model_format == 'tflite'
+    assert statuses[-1].buffer_size == 200 and np.isfinite(statuses[-1].critic_loss)
+    assert 'offline training: 30 updates' in output
+    assert (tmp_path / 'checkpoints' / 'trainer.json').is_file()
+    assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+    # A new trainer on the same checkpoints resumes: its versions continue from 30.
+    policies, statuses, output = run_trainer(tmp_path, 'trainer_again', 20)
+    assert policies[0].version == 30 and policies[-1].version == 50
+    assert '30 updates so far, policy version 30' in output
+
+
+def test_offline_mode_without_a_pool_fails_configure_with_the_reason(tmp_path):
+    with NodeProcess('tspace_ros.nodes.trainer', tmp_path / 'bad.log', [
+            '-r', f'__ns:=/{NS}_bad', '-p', 'mode:=offline']) as process, \
+            RosContext() as ros:
+        node = LifecycleDriver(ros, f'{NS}_bad/trainer')
+        assert not node.transition(LifecycleTransition.TRANSITION_CONFIGURE)
+    assert "parameter 'pool_root': offline mode needs the pool" in process.output()
