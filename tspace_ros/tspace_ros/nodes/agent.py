@@ -264,7 +264,6 @@ class Agent(TspaceLifecycleNode):
                 self._last_problem = f'inference failed, no map sent: {error}'
                 self.get_logger().error(self._last_problem, throttle_duration_sec=5.0)
                 return
-        self._states.remember(action)
         self._last_action = np.asarray(action, np.float32)
         inference_ms = (time.perf_counter() - started) * 1e3
         self._decision = AgentAction(
@@ -319,7 +318,8 @@ class Agent(TspaceLifecycleNode):
                        result.active_map.header.stamp if result.success else None)
         if result.success:
             self._settled_ns = time_to_ns(result.active_map.header.stamp)
-        if result.success:
+            # Past actions in the state are those that took effect, as the cruncher counts.
+            self._states.remember(self._last_action)
             self._counts['flashed'] += 1
         else:
             self._counts['refused'] += 1
