@@ -16,6 +16,8 @@ NODES = {
     'cruncher': 'tspace_ros.nodes.cruncher:main',
     'storage': 'tspace_ros.nodes.storage:main',
     'trainer': 'tspace_ros.nodes.trainer:main',
+    'map_viz': 'tspace_ros.nodes.map_viz:main',
+    'diagnostics_aggregator': 'tspace_ros.nodes.diagnostics_aggregator:main',
 }
 
 # Commands that are not nodes.
@@ -32,7 +34,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
         ('share/' + PACKAGE + '/config/vehicles', glob('config/vehicles/*.yaml')),
         ('share/' + PACKAGE + '/config/dbc', glob('config/dbc/*.dbc')),
     ],
