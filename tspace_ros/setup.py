@@ -18,6 +18,8 @@ NODES = {
     'trainer': 'tspace_ros.nodes.trainer:main',
     'map_viz': 'tspace_ros.nodes.map_viz:main',
     'diagnostics_aggregator': 'tspace_ros.nodes.diagnostics_aggregator:main',
+    'recorder': 'tspace_ros.nodes.recorder:main',
+    'replay': 'tspace_ros.nodes.replay:main',
 }
 
 # Commands that are not nodes.
