@@ -1,9 +1,10 @@
 """Shared pieces of our lifecycle nodes: typed parameters and the process main loop."""
 
 import signal
+import sys
 import threading
 import time
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
@@ -12,6 +13,9 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
+
+# Parameters rclpy declares on every node (not ours to check).
+IGNORED_PARAMETERS = frozenset({'use_sim_time', 'start_type_description_service'})
 
 _PARAMETER_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -60,10 +64,24 @@ class TspaceLifecycleNode(LifecycleNode):
             return self.declare_parameter(name, default, descriptor, ignore_override=True)
 
     def parameters_valid(self) -> bool:
-        """Log every rejected parameter value; True when there is none."""
-        for message in self._parameter_errors:
+        """
+        Log every rejected parameter value and every unknown key; True when there is none.
+
+        An unknown key is a name given to this node (parameter file, -p, override)
+        that it does not declare: usually a typo, which would otherwise be ignored.
+        """
+        errors = list(self._parameter_errors)
+        unknown = sorted(set(self._parameter_overrides) - set(self._parameters) -
+                         IGNORED_PARAMETERS)
+        if unknown:
+            files = parameter_files()
+            where = f'parameter file {", ".join(files)}' if files else 'the given parameters'
+            errors.append(f'{where}: unknown key(s) {unknown} for node '
+                          f'{self.get_fully_qualified_name()}; it takes '
+                          f'{sorted(set(self._parameters) - IGNORED_PARAMETERS)}')
+        for message in errors:
             self.get_logger().error(f'configure failed: {message}')
-        return not self._parameter_errors
+        return not errors
 
     def release(self) -> None:
         """Release what on_configure created; must be safe to call twice (override)."""
@@ -84,6 +102,12 @@ class TspaceLifecycleNode(LifecycleNode):
         self.get_logger().error(f'error in state {state.label}: releasing resources')
         self.release()
         return TransitionCallbackReturn.SUCCESS
+
+
+def parameter_files() -> List[str]:
+    """Return the --params-file arguments this process was started with."""
+    argv = sys.argv
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == '--params-file']
 
 
 def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
@@ -126,6 +150,8 @@ def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # ros2 launch forwards Ctrl-C to every process, which the terminal has already sent
+        # to the whole group: a second signal during the exit must not kill the process.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
     return code

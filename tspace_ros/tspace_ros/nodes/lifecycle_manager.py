@@ -262,10 +262,20 @@ def _label_id(label: str) -> int:
 
 
 def main(args=None) -> int:
-    """Run the manager until SIGINT/SIGTERM; shut the chain down on the way out."""
+    """
+    Run the manager until SIGINT/SIGTERM.
+
+    Under ros2 launch every managed node gets the signal too and takes itself down
+    (the bridge restoring the default map), so the manager only stops watching.
+    """
+    import signal
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException
-    rclpy.init(args=args)
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         manager = LifecycleManager()
     except ValueError as error:
@@ -274,14 +284,15 @@ def main(args=None) -> int:
         return 2
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(manager)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        manager.destroy_node()
-        rclpy.try_shutdown()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    stop.wait()
+    manager.get_logger().info('signal received: stopping')
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    executor.shutdown(timeout_sec=5.0)
+    manager.destroy_node()
+    rclpy.try_shutdown()
     return 0
 
 

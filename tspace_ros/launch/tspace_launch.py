@@ -1,0 +1,97 @@
+"""
+The launch description shared by sim.launch.py and vehicle.launch.py.
+
+Each node runs in a process of its own (launch_ros LifecycleNode), in the vehicle's
+namespace, with the parameters of config/sim_suite.yaml and the launch arguments on top.
+The lifecycle manager brings the chain up (autostart) in dependency order.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.substitutions import FindPackageShare
+
+# Launch argument -> (default, description), for both launch files.
+COMMON_ARGUMENTS = {
+    'namespace': ('SIMVAN00000000001', "Namespace of the vehicle's nodes (its VIN)."),
+    'vehicle_id': ('SIMVAN00000000001', 'Vehicle id (VIN) stamped on the data.'),
+    'driver': ('driver0', 'Driver id stamped on the data.'),
+    'algorithm': ('ddpg', 'ddpg or rdpg.'),
+    'mode': ('train', 'train (exploration and training) or infer (deterministic).'),
+    'storage_backend': ('parquet', 'parquet or mongodb (URI from TSPACE_MONGODB_URI).'),
+    'storage_root': ('pool', 'Parquet pool directory.'),
+    'record': ('false', "Record the suite's topics to a rosbag2 bag (MCAP)."),
+    'bag_dir': ('bags', 'Directory for recorded bags.'),
+    'params_file': ('', "Parameter file ('' = the package's config/sim_suite.yaml)."),
+    'policy_file': ('', 'Policy file (.npz) for the agent; infer mode needs one.'),
+}
+SIM_ARGUMENTS = {
+    'real_time_factor': ('20.0', 'Simulated seconds per wall second.'),
+    'cycle': ('wltc3b', 'Drive cycle: wltc3b, wltc3a or nedc.'),
+}
+VEHICLE_ARGUMENTS = {
+    'can_interface': ('kvaser', 'python-can interface (kvaser, socketcan, pcan, ...).'),
+    'can_channel': ('0', 'CAN channel of the interface.'),
+}
+
+
+def _arg(name):
+    return LaunchConfiguration(name)
+
+
+def suite_description(simulate: bool) -> LaunchDescription:
+    """Return the launch description of the suite (with the simulated van when simulate)."""
+    arguments = dict(COMMON_ARGUMENTS)
+    arguments.update(SIM_ARGUMENTS if simulate else VEHICLE_ARGUMENTS)
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in arguments.items()]
+    shipped = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config',
+                                    'sim_suite.yaml'])
+    params_file = PythonExpression([
+        "'", _arg('params_file'), "' or '", shipped, "'"])
+    clock = {'use_sim_time': simulate}
+    namespace = _arg('namespace')
+    training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
+    yes = "'.lower() in ('true', '1', 'yes')"
+    bus = {'can_interface': 'ros_topic', 'can_channel': 'ros'} if simulate else {
+        'can_interface': _arg('can_interface'), 'can_channel': _arg('can_channel')}
+
+    def lifecycle(name, extra=None, condition=None):
+        return LifecycleNode(
+            package='tspace_ros', executable=name, name=name, namespace=namespace,
+            output='screen', parameters=[params_file, clock, extra or {}],
+            condition=condition)
+
+    managed = (['vehicle_sim'] if simulate else []) + [
+        'can_bridge', 'cruncher', 'agent', 'map_viz']
+    nodes = [
+        lifecycle('storage', {'backend': _arg('storage_backend'),
+                              'root': _arg('storage_root')}),
+        lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
+                  condition=IfCondition(training)),
+        lifecycle('can_bridge', {'vehicle_id': _arg('vehicle_id'),
+                                 'driver_id': _arg('driver'), **bus}),
+        lifecycle('cruncher'),
+        lifecycle('agent', {'algorithm': _arg('algorithm'), 'mode': _arg('mode'),
+                            'policy_file': _arg('policy_file')}),
+        lifecycle('map_viz'),
+        lifecycle('recorder', {'output_dir': _arg('bag_dir')},
+                  condition=IfCondition(_arg('record'))),
+        lifecycle('diagnostics_aggregator'),
+    ]
+    if simulate:
+        nodes.append(lifecycle('vehicle_sim', {
+            'use_sim_time': False, 'vehicle_id': _arg('vehicle_id'), 'cycle': _arg('cycle'),
+            'real_time_factor': _arg('real_time_factor'), **bus}))
+    # Dependency order: storage, trainer (train mode), the van, bridge, cruncher, agent, ...
+    names = PythonExpression([
+        "['storage'] + (['trainer'] if ", training, ' else []) + ', str(managed),
+        " + (['recorder'] if '", _arg('record'), yes, " else []) + ['diagnostics_aggregator']"])
+    manager = Node(
+        package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
+        namespace=namespace, output='screen',
+        parameters=[params_file, {'use_sim_time': False, 'autostart': True,
+                                  'node_names': names}])
+    return LaunchDescription(declared + nodes + [manager])

@@ -1,0 +1,113 @@
+"""
+The suite's launch files and its parameter file: what they start, and that every key is real.
+
+sim.launch.py and vehicle.launch.py build their descriptions in launch/tspace_launch.py;
+with launch_ros importable (a ROS 2 install) the descriptions are built and checked,
+elsewhere that test is skipped with the reason. The parameter file they pass
+(config/sim_suite.yaml) is checked against the nodes everywhere: every section is a
+node of the suite and every key a parameter the node declares, and a wrong key stops a
+node in configure with the file and the key named.
+"""
+
+import ast
+import importlib.util
+
+from lifecycle_msgs.msg import Transition
+import pytest
+import rclpy
+from ros_test_support import NodeProcess, PACKAGE_DIR, RosContext
+from test_config_and_launch import _setup_console_scripts
+from test_window_source_lifecycle import LifecycleDriver
+
+from tspace_ros.suite import load_node_parameters, Suite
+import yaml
+
+LAUNCH_DIR = PACKAGE_DIR / 'launch'
+SUITE_PARAMS = PACKAGE_DIR / 'config' / 'sim_suite.yaml'
+
+
+def _launched_executables():
+    tree = ast.parse((LAUNCH_DIR / 'tspace_launch.py').read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if getattr(node.func, 'id', None) == 'lifecycle' and node.args and \
+                    isinstance(node.args[0], ast.Constant):
+                names.add(node.args[0].value)
+            names |= {kw.value.value for kw in node.keywords if kw.arg == 'executable' and
+                      isinstance(kw.value, ast.Constant)}
+    return names
+
+
+def test_launch_files_start_installed_executables_and_every_node_has_parameters():
+    launched = _launched_executables()
+    assert {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'vehicle_sim',
+            'lifecycle_manager', 'recorder', 'map_viz', 'diagnostics_aggregator'} <= launched
+    assert launched <= _setup_console_scripts()
+    sections = set(load_node_parameters(SUITE_PARAMS))
+    assert {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'vehicle_sim',
+            'lifecycle_manager'} <= sections
+    for name in ('sim.launch.py', 'vehicle.launch.py'):
+        tree = ast.parse((LAUNCH_DIR / name).read_text())
+        assert 'generate_launch_description' in {
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_every_key_of_the_suite_parameter_file_is_a_declared_parameter(tmp_path):
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    suite = Suite('PARAMS_CHECK', overrides={'storage': {'root': str(tmp_path / 'pool')}})
+    try:
+        params = load_node_parameters(SUITE_PARAMS)
+        for name, node in suite.nodes.items():
+            assert node.parameters_valid(), name
+            for key, value in params.get(name, {}).items():
+                if (name, key) != ('storage', 'root'):  # overridden above
+                    assert node.get_parameter(key).value == value, (name, key)
+        assert suite.manager.node_names == params['lifecycle_manager']['node_names']
+    finally:
+        suite.close()
+        rclpy.try_shutdown()
+
+
+def test_a_wrong_key_or_value_in_a_parameter_file_stops_configure_naming_file_and_key(
+        tmp_path):
+    params = tmp_path / 'typo.yaml'
+    params.write_text(yaml.safe_dump({'/**/storage': {'ros__parameters': {
+        'root': str(tmp_path / 'pool'), 'max_age': 3600.0}}}))
+    bad_value = tmp_path / 'bad_value.yaml'
+    bad_value.write_text(yaml.safe_dump({'/**/cruncher': {'ros__parameters': {
+        'max_step_windows': 'three'}}}))
+    with NodeProcess('tspace_ros.nodes.storage', tmp_path / 'storage.log',
+                     ['-r', '__ns:=/typo', '--params-file', str(params)]) as storage, \
+            NodeProcess('tspace_ros.nodes.cruncher', tmp_path / 'cruncher.log',
+                        ['-r', '__ns:=/typo', '--params-file', str(bad_value)]) as cruncher, \
+            RosContext() as ros:
+        assert not LifecycleDriver(ros, 'typo/storage').transition(
+            Transition.TRANSITION_CONFIGURE)
+        assert not LifecycleDriver(ros, 'typo/cruncher').transition(
+            Transition.TRANSITION_CONFIGURE)
+    assert f"parameter file {params}: unknown key(s) ['max_age']" in storage.output()
+    assert "'max_age_s'" in storage.output()  # what it takes, so the typo is plain
+    assert "parameter 'max_step_windows'" in cruncher.output()
+    assert 'INTEGER' in cruncher.output()
+
+
+@pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
+                    reason='launch_ros is not installable from PyPI; runs in a ROS 2 install')
+@pytest.mark.parametrize('name, simulated', [('sim.launch.py', True),
+                                             ('vehicle.launch.py', False)])
+def test_launch_descriptions_build_with_real_launch_ros(name, simulated):
+    from launch_ros.actions import LifecycleNode, Node
+    spec = importlib.util.spec_from_file_location(name.replace('.', '_'), LAUNCH_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    arguments = {getattr(e, 'name', None) for e in description.entities}
+    assert {'namespace', 'vehicle_id', 'driver', 'algorithm', 'mode', 'storage_backend',
+            'storage_root', 'record'} <= arguments
+    assert ('can_interface' in arguments) != simulated
+    nodes = [e for e in description.entities if isinstance(e, (LifecycleNode, Node))]
+    executables = {n.node_executable for n in nodes}
+    assert ('vehicle_sim' in executables) == simulated
+    assert {'can_bridge', 'agent', 'cruncher', 'storage', 'trainer',
+            'lifecycle_manager'} <= executables
