@@ -21,7 +21,7 @@ import pathlib
 import signal
 import sys
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from lifecycle_msgs.msg import Transition
 import rclpy
@@ -91,37 +91,66 @@ class Suite:
 
     def __init__(self, namespace: str, params_file: Optional[pathlib.Path] = None,
                  overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                 simulate: bool = True, context=None):
-        """Create the nodes (nothing is configured yet) and spin them in a thread."""
+                 simulate: bool = True, context=None, vehicles: Sequence[str] = ()):
+        """
+        Create the nodes (nothing is configured yet) and spin them in a thread.
+
+        vehicles: for a fleet, the vehicles' namespaces (VINs). Each gets its own van
+        (when simulating, on a CAN channel of its own), bridge, cruncher and agent; one
+        storage, one trainer and the lifecycle manager serve them all from
+        ``namespace``, and policy updates reach every agent. Without it, everything
+        runs in ``namespace`` (one vehicle).
+        """
         params = load_node_parameters(params_file or params_file_path())
         overrides = overrides or {}
         unknown = set(overrides) - set(SUITE_NODES) - {'vehicle_sim', 'lifecycle_manager'}
         if unknown:
             raise SuiteConfigError(f'overrides for unknown nodes: {sorted(unknown)}')
+        fleet = [str(v).strip('/') for v in vehicles]
+        if len(set(fleet)) != len(fleet) or any(not v for v in fleet):
+            raise SuiteConfigError(f'vehicles must be distinct, non-empty namespaces: {fleet}')
 
-        def settings(name):
+        def settings(name, **extra):
             values = dict(params.get('*', {}))
             values.update(params.get(name, {}))
             values.update(overrides.get(name, {}))
+            values.update(extra)
             return _parameters(values)
-        kwargs = {'namespace': namespace, 'context': context}
+        shared = {'namespace': namespace, 'context': context}
+        self.vehicles = fleet or [namespace.strip('/')]
         self.nodes: Dict[str, Any] = {}
-        if simulate:
-            self.nodes['vehicle_sim'] = VehicleSim(parameter_overrides=settings('vehicle_sim'),
-                                                   **kwargs)
-        storage = StorageNode(parameter_overrides=settings('storage'), **kwargs)
-        self.nodes.update({
-            'storage': storage,
-            'trainer': TrainerNode(local_storage=storage,
-                                   parameter_overrides=settings('trainer'), **kwargs),
-            'can_bridge': CanBridge(parameter_overrides=settings('can_bridge'), **kwargs),
-            'cruncher': CruncherNode(parameter_overrides=settings('cruncher'), **kwargs),
-            'agent': Agent(parameter_overrides=settings('agent'), **kwargs),
-        })
-        manager_settings = settings('lifecycle_manager')
-        manager_settings = [p for p in manager_settings if p.name != 'use_sim_time']
-        self.manager = LifecycleManager(parameter_overrides=manager_settings, **kwargs)
-        self.executor = MultiThreadedExecutor(num_threads=8, context=context)
+        self._sims: Dict[str, Any] = {}
+        storage = StorageNode(parameter_overrides=settings(
+            'storage', **({'vehicles': fleet} if fleet else {})), **shared)
+        self.nodes['storage'] = storage
+        self.nodes['trainer'] = TrainerNode(local_storage=storage,
+                                            parameter_overrides=settings('trainer'), **shared)
+        managed = ['storage', 'trainer']
+        for vehicle in fleet or [None]:
+            own = {'namespace': f'/{vehicle}', 'context': context} if vehicle else shared
+            prefix = f'{vehicle}/' if vehicle else ''
+            bus, agent = {}, {}
+            if vehicle:
+                bus = {'can_channel': f'tspace_sim_{vehicle}', 'vehicle_id': vehicle}
+                agent = {'policy_topic': f'/{namespace.strip("/")}/policy/update'}
+            if simulate:
+                sim = VehicleSim(parameter_overrides=settings('vehicle_sim', **bus), **own)
+                self.nodes[prefix + 'vehicle_sim'] = self._sims[vehicle or ''] = sim
+            self.nodes[prefix + 'can_bridge'] = CanBridge(
+                parameter_overrides=settings('can_bridge', **bus), **own)
+            self.nodes[prefix + 'cruncher'] = CruncherNode(
+                parameter_overrides=settings('cruncher'), **own)
+            self.nodes[prefix + 'agent'] = Agent(
+                parameter_overrides=settings('agent', **agent), **own)
+            managed += [f'/{vehicle}/{n}' if vehicle else n
+                        for n in ('can_bridge', 'cruncher', 'agent')]
+        manager_settings = [p for p in settings('lifecycle_manager')
+                            if p.name != 'use_sim_time']
+        if fleet:
+            manager_settings = [p for p in manager_settings if p.name != 'node_names'] + [
+                Parameter('node_names', value=managed)]
+        self.manager = LifecycleManager(parameter_overrides=manager_settings, **shared)
+        self.executor = MultiThreadedExecutor(num_threads=8 + 2 * len(fleet), context=context)
         for node in (*self.nodes.values(), self.manager):
             self.executor.add_node(node)
         self._spinner = threading.Thread(target=self._spin, daemon=True)
@@ -137,9 +166,13 @@ class Suite:
         """Return a node by name ('vehicle_sim', 'can_bridge', ...)."""
         return self.nodes[name]
 
-    def vehicle_transition(self, transition: int) -> str:
-        """Change the simulated vehicle's state (it is not in the managed chain); return it."""
-        node = self.nodes['vehicle_sim']
+    def vehicle_transition(self, transition: int, vehicle: str = '') -> str:
+        """
+        Change a simulated van's state (the vans are not in the managed chain); return it.
+
+        vehicle: the van's namespace in a fleet ('' for the single vehicle).
+        """
+        node = self._sims[vehicle]
         start, trigger = {
             Transition.TRANSITION_CONFIGURE: ('unconfigured', node.trigger_configure),
             Transition.TRANSITION_ACTIVATE: ('inactive', node.trigger_activate),
@@ -150,22 +183,22 @@ class Suite:
         return node._state_machine.current_state[1]
 
     def startup(self):
-        """Configure the simulated vehicle, bring the suite up, then start the vehicle."""
-        if 'vehicle_sim' in self.nodes and \
-                self.vehicle_transition(Transition.TRANSITION_CONFIGURE) != 'inactive':
-            return False, 'vehicle_sim could not be configured; see its log'
+        """Configure the simulated vans, bring the suite up, then start the vans."""
+        for vehicle in self._sims:
+            if self.vehicle_transition(Transition.TRANSITION_CONFIGURE, vehicle) != 'inactive':
+                return False, f'vehicle_sim {vehicle} could not be configured; see its log'
         ok, message = self.manager.startup()
-        if ok and 'vehicle_sim' in self.nodes and \
-                self.vehicle_transition(Transition.TRANSITION_ACTIVATE) != 'active':
-            return False, 'vehicle_sim could not be activated; see its log'
+        for vehicle in self._sims if ok else ():
+            if self.vehicle_transition(Transition.TRANSITION_ACTIVATE, vehicle) != 'active':
+                return False, f'vehicle_sim {vehicle} could not be activated; see its log'
         return ok, message
 
     def shutdown(self):
-        """Deactivate and clean up the suite (default map restored), then the vehicle."""
+        """Deactivate and clean up the suite (default maps restored), then the vans."""
         ok, message = self.manager.shutdown()
-        if 'vehicle_sim' in self.nodes:
+        for vehicle in self._sims:
             for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
-                self.vehicle_transition(transition)
+                self.vehicle_transition(transition, vehicle)
         return ok, message
 
     def close(self):
@@ -185,6 +218,9 @@ def parse_args(argv):
                         help='namespace of the vehicle (its VIN)')
     parser.add_argument('--params-file', type=pathlib.Path, default=None,
                         help='ROS 2 parameter file (default: config/sim_suite.yaml)')
+    parser.add_argument('--vehicles', nargs='+', default=[], metavar='VIN',
+                        help='a fleet: one van, bridge, cruncher and agent per VIN, one '
+                        'storage and trainer for all (in --namespace)')
     parser.add_argument('--no-sim', action='store_true',
                         help='no simulated vehicle: the bridge reads a real bus')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NODE.NAME=VALUE',
@@ -214,7 +250,7 @@ def main(argv=None) -> int:
     suite = None
     try:
         suite = Suite(args.namespace, args.params_file, parse_overrides(args.param),
-                      simulate=not args.no_sim)
+                      simulate=not args.no_sim, vehicles=args.vehicles)
         ok, message = suite.startup()
         print(f'tspace_ros suite: {message}', flush=True)
         if not ok:

@@ -74,6 +74,8 @@ class Agent(TspaceLifecycleNode):
         d('rows_per_action', 4, 'Speed rows one action changes.', (1, 64))
         d('samples_per_window', 30, 'Samples per signal the policy expects.', (1, 100000))
         d('recent_actions', 0, 'Past actions appended to the state.', (0, 16))
+        d('policy_topic', 'policy/update',
+          "Where policies arrive (e.g. a fleet trainer's /fleet/policy/update).")
         d('policy_file', '', "Policy blob (.npz) to start with ('' = wait for policy/update).")
         d('goal_timeout_s', 30.0, 'Give up waiting for a flash result after this, s (wall).',
           (0.1, 600.0))
@@ -123,7 +125,7 @@ class Agent(TspaceLifecycleNode):
                                      WINDOW_QOS),
             self.create_subscription(TorqueMapMsg, 'torque_map/active', self._on_active_map,
                                      ACTIVE_MAP_QOS),
-            self.create_subscription(PolicyUpdate, 'policy/update', self._on_policy,
+            self.create_subscription(PolicyUpdate, p('policy_topic'), self._on_policy,
                                      POLICY_UPDATE_QOS),
         ]
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)

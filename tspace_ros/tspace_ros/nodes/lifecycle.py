@@ -12,6 +12,7 @@ import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 # Parameters rclpy declares on every node (not ours to check).
@@ -45,7 +46,19 @@ class TspaceLifecycleNode(LifecycleNode):
         out of range does not kill the process:
         the parameter keeps its default, the error is kept, and
         ``parameters_valid()`` (called first in ``on_configure``) reports it.
+        A list default (of strings; may be empty) declares a string array; read it
+        with ``string_list()``.
         """
+        if isinstance(default, list):
+            descriptor = ParameterDescriptor(
+                name=name, type=ParameterType.PARAMETER_STRING_ARRAY, description=description)
+            try:
+                return self.declare_parameter(name, default or Parameter.Type.STRING_ARRAY,
+                                              descriptor)
+            except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+                self._parameter_errors.append(f'parameter {name!r}: {error}')
+                return self.declare_parameter(name, default or Parameter.Type.STRING_ARRAY,
+                                              descriptor, ignore_override=True)
         descriptor = ParameterDescriptor(
             name=name, type=_PARAMETER_TYPES[type(default)], description=description,
             dynamic_typing=any_type)
@@ -62,6 +75,13 @@ class TspaceLifecycleNode(LifecycleNode):
         except (InvalidParameterTypeException, InvalidParameterValueException) as error:
             self._parameter_errors.append(f'parameter {name!r}: {error}')
             return self.declare_parameter(name, default, descriptor, ignore_override=True)
+
+    def string_list(self, name: str) -> List[str]:
+        """Return a string-array parameter as a list ([] when not set)."""
+        if not self.has_parameter(name):
+            raise KeyError(name)
+        parameter = self.get_parameter_or(name, Parameter(name, value=[]))
+        return list(parameter.value or [])
 
     def parameters_valid(self) -> bool:
         """

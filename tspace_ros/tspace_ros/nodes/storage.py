@@ -6,7 +6,8 @@ configuration; see it for durability and idempotency). Topics and services
 (relative, in the vehicle's namespace):
 
 - subscribes ``transitions`` (each is appended durably as it arrives) and
-  ``episode`` (Episode: any of its transitions not yet stored are appended,
+  ``episode`` (those of every namespace in ``vehicles`` when one storage serves a
+  fleet) (Episode: any of its transitions not yet stored are appended,
   then the episode is completed, or dropped when discarded);
 - publishes ``episode/stored`` (EpisodeSummary, once the episode is durable:
   the trainer's cue in episode mode) and ``/diagnostics`` (counts, bytes, rejections);
@@ -57,6 +58,8 @@ class StorageNode(TspaceLifecycleNode):
         d('max_age_s', 0.0, 'Retention: oldest episode kept, s (0: unlimited).', (0.0, 1e10))
         d('site_name', 'simulation', 'Site name in the observation specification.')
         d('time_zone', 'UTC', 'Site time zone (IANA name) in the observation specification.')
+        d('vehicles', [], 'Namespaces of the vehicles this storage serves ([] = its own '
+          'namespace): their transitions and episode topics are stored.')
         d('diagnostics_period_s', 1.0, 'How often /diagnostics is published, s.', (0.1, 60.0))
         self._pool = None
         self._lock = threading.Lock()
@@ -97,11 +100,14 @@ class StorageNode(TspaceLifecycleNode):
         self._stored_pub = self.create_lifecycle_publisher(EpisodeSummary, 'episode/stored',
                                                            RECORD_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        prefixes = [f'/{ns.strip("/")}/' for ns in self.string_list('vehicles')] or ['']
         self._entities = [
-            self.create_subscription(Transition, 'transitions', self._on_transition,
-                                     RECORD_QOS, callback_group=group),
-            self.create_subscription(Episode, 'episode', self._on_episode, RECORD_QOS,
-                                     callback_group=group),
+            self.create_subscription(kind, prefix + topic, callback, RECORD_QOS,
+                                     callback_group=group)
+            for prefix in prefixes
+            for kind, topic, callback in ((Transition, 'transitions', self._on_transition),
+                                          (Episode, 'episode', self._on_episode))]
+        self._entities += [
             self.create_service(SampleBatch, 'sample_batch', self._on_sample,
                                 callback_group=MutuallyExclusiveCallbackGroup()),
             self.create_timer(self.get_parameter('diagnostics_period_s').value,

@@ -74,6 +74,8 @@ class TrainerNode(TspaceLifecycleNode):
         d('pool_root', '', 'Offline mode: the Parquet pool to train from.')
         d('offline_updates', 0, 'Offline mode: updates to run once activated.', (0, 10**9))
         d('buffer_capacity', 1_000_000, 'Topic source: transitions kept.', (1, 10**9))
+        d('vehicles', [], 'Topic source: namespaces of the vehicles whose transitions and '
+          'episodes to take ([] = its own namespace).')
         d('samples_per_window', 30, 'Samples per signal in a state.', (1, 100000))
         d('action_dim', 68, 'Length of one action.', (1, 100000))
         d('recent_actions', 0, 'Past actions appended to each state.', (0, 16))
@@ -129,16 +131,19 @@ class TrainerNode(TspaceLifecycleNode):
                                      ACTIVE_MAP_QOS, callback_group=input_group),
             self.create_timer(1.0, self._publish_status, callback_group=input_group),
         ]
-        if self._buffer is not None:
-            self._entities += [
-                self.create_subscription(Transition, 'transitions', self._on_transition,
-                                         RECORD_QOS, callback_group=train_group),
-                self.create_subscription(Episode, 'episode', self._on_episode, RECORD_QOS,
-                                         callback_group=train_group)]
-        elif self._p('mode') == 'continuous':
-            self._entities.append(self.create_subscription(
-                Transition, 'transitions', self._on_transition, RECORD_QOS,
-                callback_group=train_group))
+        prefixes = [f'/{ns.strip("/")}/' for ns in self.string_list('vehicles')] or ['']
+        for prefix in prefixes:
+            if self._buffer is not None:
+                self._entities += [
+                    self.create_subscription(Transition, prefix + 'transitions',
+                                             self._on_transition, RECORD_QOS,
+                                             callback_group=train_group),
+                    self.create_subscription(Episode, prefix + 'episode', self._on_episode,
+                                             RECORD_QOS, callback_group=train_group)]
+            elif self._p('mode') == 'continuous':
+                self._entities.append(self.create_subscription(
+                    Transition, prefix + 'transitions', self._on_transition, RECORD_QOS,
+                    callback_group=train_group))
         status = core.status()
         self.get_logger().info(
             f'configured: {self._p("algorithm")} in {self._p("mode")} mode, '
