@@ -3,7 +3,8 @@ The launch description shared by sim.launch.py and vehicle.launch.py.
 
 Each node runs in a process of its own (launch_ros LifecycleNode), in the vehicle's
 namespace, with the parameters of config/sim_suite.yaml and the launch arguments on top.
-The lifecycle manager brings the chain up (autostart) in dependency order.
+The lifecycle manager brings the chain up (autostart) in dependency order and publishes
+/diagnostics aggregated per vehicle on /diagnostics_agg.
 """
 
 from launch import LaunchDescription
@@ -79,7 +80,6 @@ def suite_description(simulate: bool) -> LaunchDescription:
         lifecycle('map_viz'),
         lifecycle('recorder', {'output_dir': _arg('bag_dir')},
                   condition=IfCondition(_arg('record'))),
-        lifecycle('diagnostics_aggregator'),
     ]
     if simulate:
         nodes.append(lifecycle('vehicle_sim', {
@@ -88,7 +88,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
     # Dependency order: storage, trainer (train mode), the van, bridge, cruncher, agent, ...
     names = PythonExpression([
         "['storage'] + (['trainer'] if ", training, ' else []) + ', str(managed),
-        " + (['recorder'] if '", _arg('record'), yes, " else []) + ['diagnostics_aggregator']"])
+        " + (['recorder'] if '", _arg('record'), yes, ' else [])'])
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
         namespace=namespace, output='screen',

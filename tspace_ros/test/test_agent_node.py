@@ -16,7 +16,7 @@ import pytest
 from rclpy.action import ActionServer
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_test_support import NodeProcess, RosContext, spin_until
-from std_msgs.msg import Header
+from std_msgs.msg import Float64, Header, UInt64
 from test_window_source_lifecycle import LifecycleDriver
 from tspace_interfaces.action import FlashTorqueMap
 from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
@@ -62,9 +62,13 @@ class PlayedBridge:
         self.goals, self.heartbeats, self.refuse = [], [], False
         ActionServer(self.node, FlashTorqueMap, 'flash_torque_map', self._execute)
         self.node.create_subscription(Header, 'heartbeat', self.heartbeats.append, 10)
-        self.decisions = []
+        self.decisions, self.latencies, self.versions = [], [], []
         self.node.create_subscription(AgentAction, 'agent/action', self.decisions.append,
                                       RECORD_QOS)
+        self.node.create_subscription(Float64, 'agent/step_latency_ms',
+                                      lambda m: self.latencies.append(m.data), 10)
+        self.node.create_subscription(UInt64, 'agent/policy_version',
+                                      lambda m: self.versions.append(m.data), 10)
         self.windows = self.node.create_publisher(
             ObservationWindow, 'observation/window',
             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
@@ -161,6 +165,10 @@ def test_agent_acts_with_verified_policies_and_never_loads_tensorflow(tmp_path, 
                                    atol=1e-4)
         assert time_to_ns(decision.active_since) == window.end_ns + NS_PER_S
         assert decision.flash_ms >= 0 and decision.inference_ms > 0
+        # rqt_plot topics: the step latency of that decision, the policy version in use.
+        assert spin_until(ros.executor, lambda: bridge.latencies and bridge.versions, TIMEOUT_S)
+        assert bridge.latencies[0] == pytest.approx(decision.inference_ms + decision.flash_ms)
+        assert bridge.versions == [1]
         # The next window began before the map took effect: skipped; the one after is
         # answered (that is where the cruncher's step ends).
         early, settled = bridge.send_window(), None

@@ -42,7 +42,7 @@ def _launched_executables():
 def test_launch_files_start_installed_executables_and_every_node_has_parameters():
     launched = _launched_executables()
     assert {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'vehicle_sim',
-            'lifecycle_manager', 'recorder', 'map_viz', 'diagnostics_aggregator'} <= launched
+            'lifecycle_manager', 'recorder', 'map_viz'} <= launched
     assert launched <= _setup_console_scripts()
     sections = set(load_node_parameters(SUITE_PARAMS))
     assert {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'vehicle_sim',

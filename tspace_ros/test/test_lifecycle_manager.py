@@ -9,6 +9,7 @@ message.
 
 import signal
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from ros_test_support import call, NodeProcess, RosContext, spin_until
 from std_msgs.msg import String
@@ -39,6 +40,8 @@ def test_startup_order_failure_chain_and_services(tmp_path):
         statuses = []
         probe.create_subscription(String, f'/{NS}/lifecycle_manager/status',
                                   lambda m: statuses.append(m.data), 10)
+        aggregated = []
+        probe.create_subscription(DiagnosticArray, '/diagnostics_agg', aggregated.append, 10)
         startup = probe.create_client(Trigger, f'/{NS}/lifecycle_manager/startup')
         shutdown = probe.create_client(Trigger, f'/{NS}/lifecycle_manager/shutdown')
         reset = probe.create_client(Trigger, f'/{NS}/lifecycle_manager/reset')
@@ -67,6 +70,15 @@ def test_startup_order_failure_chain_and_services(tmp_path):
                           TIMEOUT_S), manager.output()
         assert spin_until(ros.executor, lambda: any(s.startswith('failed') for s in statuses),
                           TIMEOUT_S)
+
+        # /diagnostics_agg: the vehicle's group (its namespace) turns ERROR and names why.
+        def group_error():
+            for array in aggregated[-3:]:
+                for status in array.status:
+                    if status.name == f'/tspace/{NS}' and status.level == DiagnosticStatus.ERROR:
+                        return f'/{NS}/lifecycle_manager' in status.message
+            return False
+        assert spin_until(ros.executor, group_error, TIMEOUT_S), aggregated[-1:]
     assert 'failure: second is no answer; deactivating the chain' in manager.output()
 
 

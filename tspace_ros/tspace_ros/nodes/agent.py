@@ -9,7 +9,9 @@ never imports TensorFlow. Topics (relative, in the vehicle's namespace):
 - sends goals to the ``flash_torque_map`` action of the CAN bridge, one at a time;
 - publishes ``heartbeat`` (std_msgs/Header, feeds the bridge's watchdog),
   ``agent/action`` (AgentAction: each decision, the window it answers and what
-  became of its flash, for the cruncher) and ``/diagnostics``.
+  became of its flash, for the cruncher), ``agent/step_latency_ms`` (Float64: window
+  received -> map active, wall ms) and ``agent/policy_version`` (UInt64), for
+  rqt_plot, and ``/diagnostics``.
 
 After a flash the agent answers the first window that starts once the new map
 is active (windows that began under the old map are skipped, counted), which is
@@ -33,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.action import ActionClient
 from rclpy.lifecycle import TransitionCallbackReturn
-from std_msgs.msg import Header
+from std_msgs.msg import Float64, Header, UInt64
 from tspace_interfaces.action import FlashTorqueMap
 from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
                                    TorqueMap as TorqueMapMsg)
@@ -119,6 +121,9 @@ class Agent(TspaceLifecycleNode):
         self._flash = ActionClient(self, FlashTorqueMap, 'flash_torque_map')
         self._heartbeat = self.create_lifecycle_publisher(Header, 'heartbeat', 10)
         self._action_pub = self.create_publisher(AgentAction, 'agent/action', RECORD_QOS)
+        # For rqt_plot: window -> map active (wall ms), and the policy version in use.
+        self._latency_pub = self.create_publisher(Float64, 'agent/step_latency_ms', 10)
+        self._version_pub = self.create_publisher(UInt64, 'agent/policy_version', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._subs = [
             self.create_subscription(ObservationWindow, 'observation/window', self._on_window,
@@ -145,11 +150,12 @@ class Agent(TspaceLifecycleNode):
             self._flash.destroy()
         if getattr(self, '_heartbeat', None) is not None:
             self.destroy_lifecycle_publisher(self._heartbeat)
-        for name in ('_diag_pub', '_action_pub'):
+        for name in ('_diag_pub', '_action_pub', '_latency_pub', '_version_pub'):
             if getattr(self, name, None) is not None:
                 self.destroy_publisher(getattr(self, name))
         self._subs, self._diag_timer, self._flash = [], None, None
         self._heartbeat = self._diag_pub = self._action_pub = None
+        self._latency_pub = self._version_pub = None
         self._decision: Optional[AgentAction] = None
         self._goal_sent_at: Optional[float] = None
         self._settled_ns = 0  # when the last flashed map became active (UTC ns)
@@ -186,6 +192,8 @@ class Agent(TspaceLifecycleNode):
         actor = kind(blob.model, state_dim=blob.state_dim, action_dim=blob.action_dim)
         with self._lock:  # between two inferences
             self._actor, self._actor_version = actor, blob.version
+        if self._version_pub is not None:
+            self._version_pub.publish(UInt64(data=blob.version))
         self.get_logger().info(f'policy {blob.algorithm} version {blob.version} installed '
                                f'from {source}')
 
@@ -289,6 +297,8 @@ class Agent(TspaceLifecycleNode):
         if self._goal_sent_at is not None:
             decision.flash_ms = (time.monotonic() - self._goal_sent_at) * 1e3
         self._action_pub.publish(decision)
+        if flashed:
+            self._latency_pub.publish(Float64(data=decision.inference_ms + decision.flash_ms))
 
     def _send_goal(self, proposed: TorqueMap, row_start: int, row_count: int):
         self._goal_sent_at = None

@@ -19,6 +19,11 @@ then reports it (log, ``/diagnostics``, ``~/status``).
 Services (std_srvs/Trigger): ``~/startup``, ``~/shutdown`` (deactivate and
 clean up), ``~/reset`` (shutdown, then startup). ``autostart`` starts up as
 soon as every node answers.
+
+It also aggregates ``/diagnostics``: every ``check_period_s`` it publishes on
+``/diagnostics_agg`` one status per vehicle namespace (the worst level of its
+nodes, naming those in WARN, ERROR or STALE) and one for the whole suite, the
+topic rqt_robot_monitor shows (``tspace_ros.monitoring.diagnostics``).
 """
 
 import sys
@@ -37,6 +42,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from tspace_ros.monitoring.diagnostics import aggregated_array, DiagnosticsAggregator
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 
 STARTUP_STEPS = (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE)
@@ -66,6 +72,7 @@ class LifecycleManager(Node):
         self.declare_parameter('response_timeout_s', 2.0)
         self.declare_parameter('transition_timeout_s', 30.0)
         self.declare_parameter('max_missed', 3)
+        self.declare_parameter('stale_after_s', 5.0)
         try:
             names = self.get_parameter('node_names').value
         except ParameterUninitializedException:
@@ -94,6 +101,11 @@ class LifecycleManager(Node):
                                 callback_group=services)
         self._status_pub = self.create_publisher(String, '~/status', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._agg_pub = self.create_publisher(DiagnosticArray, '/diagnostics_agg', 10)
+        self.aggregator = DiagnosticsAggregator(self._p('stale_after_s'))
+        self._agg_lock = threading.Lock()
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 100,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(self._p('check_period_s'), self._check,
                           callback_group=MutuallyExclusiveCallbackGroup())
         if self.get_parameter('autostart').value:
@@ -221,6 +233,13 @@ class LifecycleManager(Node):
             self._publish_diagnostics()
         finally:
             self._busy.release()
+        with self._agg_lock:
+            summary = self.aggregator.summary(time.monotonic())
+        self._agg_pub.publish(aggregated_array(summary, self.get_clock().now().to_msg()))
+
+    def _on_diagnostics(self, msg: DiagnosticArray):
+        with self._agg_lock:
+            self.aggregator.update(msg.status, time.monotonic())
 
     def _publish_status(self, state: str):
         self._status_pub.publish(String(data=state if not self.failure else
