@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tspace_ros import bringup
+from tspace_ros.bags import bag_info
 from tspace_ros.storage import open_pool, PoolConfig
 from tspace_ros.vehicle import load_vehicle_parameters
 from tspace_ros.vehicle.parameters import load_torque_map
@@ -26,8 +27,8 @@ from tspace_ros.vehicle.parameters import load_torque_map
 def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'tspace_ros.bringup', '--episodes', '2', '--lap-s', '150',
-         '--real-time-factor', '40', '--out', str(tmp_path), '--no-progress',
-         '-p', 'trainer.min_samples=40', '-p', 'trainer.batch_size=32'],
+         '--real-time-factor', '40', '--out', str(tmp_path), '--no-progress', '--record',
+         '-p', 'trainer.min_samples=20', '-p', 'trainer.batch_size=32'],
         capture_output=True, text=True, timeout=240)
     output = result.stdout + result.stderr
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -58,6 +59,14 @@ def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
         stats = pool.stats()
         assert stats['episodes_valid'] == 3
         assert stats['records'] == sum(e['steps'] for e in episodes)
+    # The recording: every transition the pool holds, the windows and the raw CAN frames.
+    (bag,) = (run_dir / 'bags').iterdir()
+    info = bag_info(bag)
+    counts = {topic.rsplit('/', 1)[-1] if 'can/frames' not in topic else 'frames': n
+              for topic, n in info['counts'].items()}
+    assert counts['transitions'] == stats['records']
+    assert counts['window'] >= sum(e['steps'] for e in episodes)
+    assert counts['frames'] > counts['window']
     # Checkpoints, TensorBoard events, the learned map and the report.
     assert (run_dir / 'checkpoints' / 'trainer.json').is_file()
     assert list((run_dir / 'tensorboard').glob('events.out.tfevents.*'))

@@ -61,6 +61,9 @@ def parse_args(argv):
     parser.add_argument('--timeout-s', type=float, default=3600.0,
                         help='give up after this much wall time')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--record', action='store_true',
+                        help='record the run to a rosbag2 bag (MCAP) in the run directory: '
+                        'raw CAN frames, windows, maps, decisions, transitions, episodes')
     parser.add_argument('-p', '--param', action='append', default=[],
                         metavar='NODE.NAME=VALUE',
                         help='override a node parameter of config/sim_suite.yaml, e.g. '
@@ -249,12 +252,14 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
                     'checkpoint_dir': str(run_dir / 'checkpoints'),
                     'log_dir': str(run_dir / 'tensorboard')},
         'storage': {'root': str(run_dir / 'pool')},
+        'recorder': {'output_dir': str(run_dir / 'bags')},
+        'can_bridge': {'republish_raw': bool(args.record)},
     }.items():
         overrides[node] = {**values, **overrides.get(node, {})}
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
     suite, episodes, failure = None, [], ''
     try:
-        suite = Suite(NAMESPACE, overrides=overrides)
+        suite = Suite(NAMESPACE, overrides=overrides, record=args.record)
         job = Driver(suite, start_ns)
         ok, message = suite.startup()
         if not ok:
@@ -313,7 +318,7 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
           f'{SPEED_ERROR_BOUND_KPH:g}), {args.episodes + 1} episodes in {wall_s:.0f} s '
           f'({summary["real_time_factor_overall"]}x real time)')
     print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
-          f'pool/, checkpoints/, tensorboard/, logs/')
+          f'pool/, checkpoints/, tensorboard/, logs/{", bags/" if args.record else ""}')
     return 0 if saving > 0 and tracking_ok else 3
 
 

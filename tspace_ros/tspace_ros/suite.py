@@ -33,6 +33,7 @@ from tspace_ros.nodes.agent import Agent
 from tspace_ros.nodes.can_bridge import CanBridge
 from tspace_ros.nodes.cruncher import CruncherNode
 from tspace_ros.nodes.lifecycle_manager import LifecycleManager
+from tspace_ros.nodes.recorder import RecorderNode
 from tspace_ros.nodes.storage import StorageNode
 from tspace_ros.nodes.trainer import TrainerNode
 from tspace_ros.nodes.vehicle_sim import VehicleSim
@@ -91,7 +92,8 @@ class Suite:
 
     def __init__(self, namespace: str, params_file: Optional[pathlib.Path] = None,
                  overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                 simulate: bool = True, context=None, vehicles: Sequence[str] = ()):
+                 simulate: bool = True, context=None, vehicles: Sequence[str] = (),
+                 record: bool = False):
         """
         Create the nodes (nothing is configured yet) and spin them in a thread.
 
@@ -99,11 +101,13 @@ class Suite:
         (when simulating, on a CAN channel of its own), bridge, cruncher and agent; one
         storage, one trainer and the lifecycle manager serve them all from
         ``namespace``, and policy updates reach every agent. Without it, everything
-        runs in ``namespace`` (one vehicle).
+        runs in ``namespace`` (one vehicle). record: a recorder per vehicle writes
+        its topics to a rosbag2 bag (the recorder's ``output_dir``) while active.
         """
         params = load_node_parameters(params_file or params_file_path())
         overrides = overrides or {}
-        unknown = set(overrides) - set(SUITE_NODES) - {'vehicle_sim', 'lifecycle_manager'}
+        known = set(SUITE_NODES) | {'vehicle_sim', 'lifecycle_manager', 'recorder'}
+        unknown = set(overrides) - known
         if unknown:
             raise SuiteConfigError(f'overrides for unknown nodes: {sorted(unknown)}')
         fleet = [str(v).strip('/') for v in vehicles]
@@ -142,11 +146,15 @@ class Suite:
                 parameter_overrides=settings('cruncher'), **own)
             self.nodes[prefix + 'agent'] = Agent(
                 parameter_overrides=settings('agent', **agent), **own)
-            managed += [f'/{vehicle}/{n}' if vehicle else n
-                        for n in ('can_bridge', 'cruncher', 'agent')]
+            chain = ['can_bridge', 'cruncher', 'agent']
+            if record:
+                self.nodes[prefix + 'recorder'] = RecorderNode(
+                    parameter_overrides=settings('recorder'), **own)
+                chain.append('recorder')
+            managed += [f'/{vehicle}/{n}' if vehicle else n for n in chain]
         manager_settings = [p for p in settings('lifecycle_manager')
                             if p.name != 'use_sim_time']
-        if fleet:
+        if fleet or record:
             manager_settings = [p for p in manager_settings if p.name != 'node_names'] + [
                 Parameter('node_names', value=managed)]
         self.manager = LifecycleManager(parameter_overrides=manager_settings, **shared)
@@ -221,6 +229,9 @@ def parse_args(argv):
     parser.add_argument('--vehicles', nargs='+', default=[], metavar='VIN',
                         help='a fleet: one van, bridge, cruncher and agent per VIN, one '
                         'storage and trainer for all (in --namespace)')
+    parser.add_argument('--record', action='store_true',
+                        help="record the suite's topics to a rosbag2 bag (MCAP) under "
+                        'recorder.output_dir (default bags/)')
     parser.add_argument('--no-sim', action='store_true',
                         help='no simulated vehicle: the bridge reads a real bus')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NODE.NAME=VALUE',
@@ -250,7 +261,7 @@ def main(argv=None) -> int:
     suite = None
     try:
         suite = Suite(args.namespace, args.params_file, parse_overrides(args.param),
-                      simulate=not args.no_sim, vehicles=args.vehicles)
+                      simulate=not args.no_sim, vehicles=args.vehicles, record=args.record)
         ok, message = suite.startup()
         print(f'tspace_ros suite: {message}', flush=True)
         if not ok:
