@@ -201,7 +201,13 @@ class ReplayNode(TspaceLifecycleNode):
         for topic in selected:
             msgtype = info['types'][topic]
             relative = relative_name(topic, recorded_ns)
-            if p['frames_to_bus'] and relative == FRAMES_TOPIC and msgtype == FRAMES_TYPE:
+            frames = msgtype == FRAMES_TYPE and (
+                relative == FRAMES_TOPIC or topic.endswith('/' + FRAMES_TOPIC))
+            if p['frames_to_bus'] and frames:
+                # Frames recorded in a namespace the bag does not name (ros2 bag record):
+                # they go to the bus of the namespace they were recorded in, or the remap.
+                if relative != FRAMES_TOPIC and not p['remap_namespace']:
+                    target_ns = topic[:-len(FRAMES_TOPIC)] or '/'
                 name = target_ns.rstrip('/') + '/' + FROM_BUS_TOPIC
                 qos = FRAME_QOS
             else:
