@@ -27,6 +27,11 @@ COMMON_ARGUMENTS = {
     'bag_dir': ('bags', 'Directory for recorded bags.'),
     'params_file': ('', "Parameter file ('' = the package's config/sim_suite.yaml)."),
     'policy_file': ('', 'Policy file (.npz) for the agent; infer mode needs one.'),
+    'vehicle_config': ('', "Vehicle parameter file ('' = config/vehicles/sim_van_suite.yaml)."),
+    'agent_config': ('', "Agent parameter file ('' = config/agents/<algorithm>.yaml)."),
+    'storage_config': ('', "Storage parameter file ('' = config/storage/<backend>.yaml)."),
+    'site': ('simulation', 'Site: config/sites/<site>.yaml (name and time zone).'),
+    'driver_config': ('', "Driver parameter file ('' = config/drivers/driver0.yaml)."),
 }
 SIM_ARGUMENTS = {
     'real_time_factor': ('20.0', 'Simulated seconds per wall second.'),
@@ -48,10 +53,18 @@ def suite_description(simulate: bool) -> LaunchDescription:
     arguments.update(SIM_ARGUMENTS if simulate else VEHICLE_ARGUMENTS)
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
-    shipped = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config',
-                                    'sim_suite.yaml'])
-    params_file = PythonExpression([
-        "'", _arg('params_file'), "' or '", shipped, "'"])
+    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
+
+    def chosen(argument, *default):
+        """Return the argument's file, or the package's config/<default> when it is ''."""
+        return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
+    # Layered in this order; later files win, launch arguments win over all files.
+    files = [chosen('params_file', 'sim_suite.yaml'),
+             chosen('vehicle_config', 'vehicles/sim_van_suite.yaml'),
+             chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
+             chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
+             PythonExpression(["'", config, '/sites/', _arg('site'), ".yaml'"]),
+             chosen('driver_config', 'drivers/driver0.yaml')]
     clock = {'use_sim_time': simulate}
     namespace = _arg('namespace')
     training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
@@ -62,7 +75,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
     def lifecycle(name, extra=None, condition=None):
         return LifecycleNode(
             package='tspace_ros', executable=name, name=name, namespace=namespace,
-            output='screen', parameters=[params_file, clock, extra or {}],
+            output='screen', parameters=[*files, clock, extra or {}],
             condition=condition)
 
     managed = (['vehicle_sim'] if simulate else []) + [
@@ -92,6 +105,6 @@ def suite_description(simulate: bool) -> LaunchDescription:
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
         namespace=namespace, output='screen',
-        parameters=[params_file, {'use_sim_time': False, 'autostart': True,
-                                  'node_names': names}])
+        parameters=[files[0], {'use_sim_time': False, 'autostart': True,
+                               'node_names': names}])
     return LaunchDescription(declared + nodes + [manager])

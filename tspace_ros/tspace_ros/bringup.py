@@ -215,7 +215,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     from lifecycle_msgs.msg import Transition
     import rclpy
 
-    from tspace_ros.suite import load_node_parameters, params_file_path, parse_overrides, Suite
+    from tspace_ros.suite import (config_path, load_node_parameters, params_file_path,
+                                  parse_overrides, Suite)
     from tspace_ros.training.report import write_map_yaml, write_report
     from tspace_ros.vehicle import drive_cycle, load_vehicle_parameters, VehicleSimulation
     cycle = drive_cycle(args.cycle)
@@ -247,8 +248,6 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
                         'start_utc': start_utc.isoformat(), 'repeat_cycle': True},
         'agent': {'algorithm': args.algorithm, 'mode': 'train', 'seed': args.seed},
         'trainer': {'algorithm': args.algorithm, 'seed': args.seed,
-                    # RDPG samples whole episodes: train from the first one on.
-                    **({'min_samples': 1, 'batch_size': 8} if args.algorithm == 'rdpg' else {}),
                     'checkpoint_dir': str(run_dir / 'checkpoints'),
                     'log_dir': str(run_dir / 'tensorboard')},
         'storage': {'root': str(run_dir / 'pool')},
@@ -259,7 +258,9 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
     suite, episodes, failure = None, [], ''
     try:
-        suite = Suite(NAMESPACE, overrides=overrides, record=args.record)
+        # The suite's parameters, then the agent's (config/agents/<algorithm>.yaml).
+        files = [params_file_path(), config_path('agents', f'{args.algorithm}.yaml')]
+        suite = Suite(NAMESPACE, files, overrides=overrides, record=args.record)
         job = Driver(suite, start_ns)
         ok, message = suite.startup()
         if not ok:

@@ -58,6 +58,20 @@ def params_file_path() -> pathlib.Path:
         'sim_suite.yaml'
 
 
+def config_path(*parts: str) -> pathlib.Path:
+    """Return a file under the package's config/ (source tree or installed share)."""
+    return params_file_path().parent.joinpath(*parts)
+
+
+def load_parameter_files(paths: Sequence[pathlib.Path]) -> Dict[str, Dict[str, Any]]:
+    """Read several parameter files in order (later ones win); see load_node_parameters."""
+    nodes: Dict[str, Dict[str, Any]] = {}
+    for path in paths:
+        for name, values in load_node_parameters(path).items():
+            nodes.setdefault(name, {}).update(values)
+    return nodes
+
+
 def load_node_parameters(path: pathlib.Path) -> Dict[str, Dict[str, Any]]:
     """
     Read a ROS 2 parameter file; return node name -> parameters ('/**' applies to all).
@@ -90,12 +104,15 @@ def _parameters(values: Mapping[str, Any]):
 class Suite:
     """The suite's nodes in one process, on one executor (see the module docstring)."""
 
-    def __init__(self, namespace: str, params_file: Optional[pathlib.Path] = None,
+    def __init__(self, namespace: str, params_file=None,
                  overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
                  simulate: bool = True, context=None, vehicles: Sequence[str] = (),
                  record: bool = False):
         """
         Create the nodes (nothing is configured yet) and spin them in a thread.
+
+        params_file: a parameter file or a list of them, layered in order (later
+        ones win; default: config/sim_suite.yaml).
 
         vehicles: for a fleet, the vehicles' namespaces (VINs). Each gets its own van
         (when simulating, on a CAN channel of its own), bridge, cruncher and agent; one
@@ -104,7 +121,9 @@ class Suite:
         runs in ``namespace`` (one vehicle). record: a recorder per vehicle writes
         its topics to a rosbag2 bag (the recorder's ``output_dir``) while active.
         """
-        params = load_node_parameters(params_file or params_file_path())
+        files = [params_file] if isinstance(params_file, (str, pathlib.Path)) else \
+            list(params_file or [])
+        params = load_parameter_files(files or [params_file_path()])
         overrides = overrides or {}
         known = set(SUITE_NODES) | {'vehicle_sim', 'lifecycle_manager', 'recorder'}
         unknown = set(overrides) - known
@@ -224,8 +243,10 @@ def parse_args(argv):
         'simulated vehicle) in one process until SIGINT/SIGTERM.')
     parser.add_argument('--namespace', default='SIMVAN00000000001',
                         help='namespace of the vehicle (its VIN)')
-    parser.add_argument('--params-file', type=pathlib.Path, default=None,
-                        help='ROS 2 parameter file (default: config/sim_suite.yaml)')
+    parser.add_argument('--params-file', type=pathlib.Path, action='append', default=[],
+                        help='ROS 2 parameter file; repeat to layer several, later ones win '
+                        '(default: config/sim_suite.yaml; e.g. add config/agents/rdpg.yaml, '
+                        'config/storage/mongodb.yaml, config/sites/example_depot.yaml)')
     parser.add_argument('--vehicles', nargs='+', default=[], metavar='VIN',
                         help='a fleet: one van, bridge, cruncher and agent per VIN, one '
                         'storage and trainer for all (in --namespace)')

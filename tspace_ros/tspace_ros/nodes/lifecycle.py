@@ -1,5 +1,6 @@
 """Shared pieces of our lifecycle nodes: typed parameters and the process main loop."""
 
+import os
 import signal
 import sys
 import threading
@@ -161,8 +162,10 @@ def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
             if deadline is not None and time.monotonic() > deadline:
                 node.get_logger().error(
                     f'shutdown did not finish within {shutdown_timeout_s} s; exiting')
-                code = 1
-                break
+                # A callback is stuck: destroying the node would wait for it forever.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

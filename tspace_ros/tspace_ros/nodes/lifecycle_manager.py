@@ -307,10 +307,11 @@ def main(args=None) -> int:
     spinner.start()
     stop.wait()
     manager.get_logger().info('signal received: stopping')
+    # It holds nothing to clean up, and its watcher may be waiting on nodes that are going
+    # away: leave without waiting for the executor (its thread is a daemon). A second
+    # signal (the terminal's and launch's) must not kill the exit.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    executor.shutdown(timeout_sec=5.0)
-    manager.destroy_node()
     rclpy.try_shutdown()
     return 0
 
