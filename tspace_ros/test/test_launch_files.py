@@ -53,6 +53,26 @@ def test_launch_files_start_installed_executables_and_every_node_has_parameters(
             n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
+LAYERS = sorted(p for folder in ('agents', 'storage', 'sites', 'drivers')
+                for p in (PACKAGE_DIR / 'config' / folder).glob('*.yaml')) + \
+    sorted((PACKAGE_DIR / 'config' / 'vehicles').glob('*_suite.yaml'))
+
+
+def test_every_key_of_every_layered_parameter_file_is_a_declared_parameter(tmp_path):
+    assert len(LAYERS) >= 7
+    nodes = {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'map_viz'}
+    for path in LAYERS:
+        assert set(load_node_parameters(path)) <= nodes, path
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    suite = Suite('LAYERS_CHECK', [SUITE_PARAMS, *LAYERS])
+    try:
+        for name, node in suite.nodes.items():
+            assert node.parameters_valid(), name
+    finally:
+        suite.close()
+        rclpy.try_shutdown()
+
+
 def test_every_key_of_the_suite_parameter_file_is_a_declared_parameter(tmp_path):
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
     suite = Suite('PARAMS_CHECK', overrides={'storage': {'root': str(tmp_path / 'pool')}})
