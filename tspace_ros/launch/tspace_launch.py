@@ -32,15 +32,22 @@ COMMON_ARGUMENTS = {
     'storage_config': ('', "Storage parameter file ('' = config/storage/<backend>.yaml)."),
     'site': ('simulation', 'Site: config/sites/<site>.yaml (name and time zone).'),
     'driver_config': ('', "Driver parameter file ('' = config/drivers/driver0.yaml)."),
+    'fleet': ('', "Namespace of a fleet's shared storage and trainer (fleet.launch.py); "
+              "'' = this launch starts its own."),
 }
 SIM_ARGUMENTS = {
     'real_time_factor': ('20.0', 'Simulated seconds per wall second.'),
+    'publish_clock': ('true', 'The van publishes /clock (in a simulated fleet: one van only).'),
+    'start_utc': ('', "UTC start of the van's clock ('' = now; the same for a fleet's vans)."),
     'cycle': ('wltc3b', 'Drive cycle: wltc3b, wltc3a or nedc.'),
 }
 VEHICLE_ARGUMENTS = {
     'can_interface': ('kvaser', 'python-can interface (kvaser, socketcan, pcan, ...).'),
     'can_channel': ('0', 'CAN channel of the interface.'),
 }
+
+
+YES = ".lower() in ('true', '1', 'yes')"
 
 
 def _arg(name):
@@ -68,7 +75,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
     clock = {'use_sim_time': simulate}
     namespace = _arg('namespace')
     training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
-    yes = "'.lower() in ('true', '1', 'yes')"
+    yes = "'" + YES
     bus = {'can_interface': 'ros_topic', 'can_channel': 'ros'} if simulate else {
         'can_interface': _arg('can_interface'), 'can_channel': _arg('can_channel')}
 
@@ -78,18 +85,23 @@ def suite_description(simulate: bool) -> LaunchDescription:
             output='screen', parameters=[*files, clock, extra or {}],
             condition=condition)
 
+    alone = PythonExpression(["'", _arg('fleet'), "' == ''"])
+    policy_topic = PythonExpression([
+        "'/' + '", _arg('fleet'), "'.strip('/') + '/policy/update' if '", _arg('fleet'),
+        "' else 'policy/update'"])
     managed = (['vehicle_sim'] if simulate else []) + [
         'can_bridge', 'cruncher', 'agent', 'map_viz']
     nodes = [
         lifecycle('storage', {'backend': _arg('storage_backend'),
-                              'root': _arg('storage_root')}),
+                              'root': _arg('storage_root')}, condition=IfCondition(alone)),
         lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
-                  condition=IfCondition(training)),
+                  condition=IfCondition(PythonExpression([training, ' and ', alone]))),
         lifecycle('can_bridge', {'vehicle_id': _arg('vehicle_id'),
                                  'driver_id': _arg('driver'), **bus}),
         lifecycle('cruncher'),
         lifecycle('agent', {'algorithm': _arg('algorithm'), 'mode': _arg('mode'),
-                            'policy_file': _arg('policy_file')}),
+                            'policy_file': _arg('policy_file'),
+                            'policy_topic': policy_topic}),
         lifecycle('map_viz'),
         lifecycle('recorder', {'output_dir': _arg('bag_dir')},
                   condition=IfCondition(_arg('record'))),
@@ -97,14 +109,58 @@ def suite_description(simulate: bool) -> LaunchDescription:
     if simulate:
         nodes.append(lifecycle('vehicle_sim', {
             'use_sim_time': False, 'vehicle_id': _arg('vehicle_id'), 'cycle': _arg('cycle'),
-            'real_time_factor': _arg('real_time_factor'), **bus}))
+            'real_time_factor': _arg('real_time_factor'), 'start_utc': _arg('start_utc'),
+            'publish_clock': PythonExpression(["'", _arg('publish_clock'), "'", YES]),
+            **bus}))
     # Dependency order: storage, trainer (train mode), the van, bridge, cruncher, agent, ...
     names = PythonExpression([
-        "['storage'] + (['trainer'] if ", training, ' else []) + ', str(managed),
+        "(['storage'] if ", alone, ' else []) + (["trainer"] if ', training, ' and ', alone,
+        ' else []) + ', str(managed),
         " + (['recorder'] if '", _arg('record'), yes, ' else [])'])
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
         namespace=namespace, output='screen',
         parameters=[files[0], {'use_sim_time': False, 'autostart': True,
                                'node_names': names}])
+    return LaunchDescription(declared + nodes + [manager])
+
+
+def fleet_description() -> LaunchDescription:
+    """Return the launch description of a fleet's shared storage and trainer."""
+    arguments = {
+        'fleet': ('fleet', 'Namespace of the shared storage and trainer.'),
+        'vehicles': ('[]', 'The vehicles served, as a list of namespaces: "[VIN1, VIN2]".'),
+        'algorithm': COMMON_ARGUMENTS['algorithm'],
+        'storage_backend': COMMON_ARGUMENTS['storage_backend'],
+        'storage_root': COMMON_ARGUMENTS['storage_root'],
+        'params_file': COMMON_ARGUMENTS['params_file'],
+        'agent_config': COMMON_ARGUMENTS['agent_config'],
+        'storage_config': COMMON_ARGUMENTS['storage_config'],
+        'site': COMMON_ARGUMENTS['site'],
+        'use_sim_time': ('false', 'Follow /clock (a simulated fleet).'),
+    }
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in arguments.items()]
+    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
+
+    def chosen(argument, *default):
+        """Return the argument's file, or the package's config/<default> when it is ''."""
+        return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
+    files = [chosen('params_file', 'sim_suite.yaml'),
+             chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
+             chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
+             PythonExpression(["'", config, '/sites/', _arg('site'), ".yaml'"])]
+    clock = {'use_sim_time': PythonExpression(["'", _arg('use_sim_time'), "'", YES])}
+    nodes = [LifecycleNode(
+        package='tspace_ros', executable=name, name=name, namespace=_arg('fleet'),
+        output='screen', parameters=[*files, clock, extra]) for name, extra in (
+            ('storage', {'backend': _arg('storage_backend'), 'root': _arg('storage_root'),
+                         'vehicles': _arg('vehicles')}),
+            ('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic',
+                         'vehicles': _arg('vehicles')}))]
+    manager = Node(
+        package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
+        namespace=_arg('fleet'), output='screen',
+        parameters=[files[0], {'use_sim_time': False, 'autostart': True,
+                               'node_names': ['storage', 'trainer']}])
     return LaunchDescription(declared + nodes + [manager])

@@ -16,6 +16,7 @@ and the tests.
 """
 
 import argparse
+import datetime
 import faulthandler
 import pathlib
 import signal
@@ -140,6 +141,9 @@ class Suite:
             values.update(extra)
             return _parameters(values)
         shared = {'namespace': namespace, 'context': context}
+        start_utc = str(dict(params.get('vehicle_sim', {}), **overrides.get(
+            'vehicle_sim', {})).get('start_utc', '')) or datetime.datetime.now(
+            datetime.timezone.utc).replace(microsecond=0).isoformat()
         self.vehicles = fleet or [namespace.strip('/')]
         self.nodes: Dict[str, Any] = {}
         self._sims: Dict[str, Any] = {}
@@ -153,11 +157,16 @@ class Suite:
             own = {'namespace': f'/{vehicle}', 'context': context} if vehicle else shared
             prefix = f'{vehicle}/' if vehicle else ''
             bus, agent = {}, {}
+            clock = {}
             if vehicle:
                 bus = {'can_channel': f'tspace_sim_{vehicle}', 'vehicle_id': vehicle}
                 agent = {'policy_topic': f'/{namespace.strip("/")}/policy/update'}
+                # One /clock for all: the first van's; the others start at the same UTC
+                # time and run at the same rate, so their stamps agree with it.
+                clock = {'publish_clock': vehicle == fleet[0], 'start_utc': start_utc}
             if simulate:
-                sim = VehicleSim(parameter_overrides=settings('vehicle_sim', **bus), **own)
+                sim = VehicleSim(parameter_overrides=settings('vehicle_sim', **bus, **clock),
+                                 **own)
                 self.nodes[prefix + 'vehicle_sim'] = self._sims[vehicle or ''] = sim
             self.nodes[prefix + 'can_bridge'] = CanBridge(
                 parameter_overrides=settings('can_bridge', **bus), **own)
