@@ -74,9 +74,10 @@ def test_storage_node_stores_acknowledges_and_samples(tmp_path):
             size=64, kind=SampleBatch.Request.KIND_RECORD, vehicle_id='VIN-STORE'))
         assert answer.success and answer.available == 8 and len(answer.records) == 64
         assert {r.episode_id for r in answer.records} == {'ep0', 'ep2'}
+        # Uniform over the 2 stored episodes: 32 draws all alike would be a 2^-31 chance.
         answer = call(ros.executor, sample, SampleBatch.Request(
-            size=4, kind=SampleBatch.Request.KIND_EPISODE))
-        assert answer.success and answer.available == 2 and len(answer.episodes) == 4
+            size=32, kind=SampleBatch.Request.KIND_EPISODE))
+        assert answer.success and answer.available == 2 and len(answer.episodes) == 32
         assert {len(e.transitions) for e in answer.episodes} == {5, 3}
         answer = call(ros.executor, sample, SampleBatch.Request(
             size=4, kind=SampleBatch.Request.KIND_RECORD, vehicle_id='NOBODY'))

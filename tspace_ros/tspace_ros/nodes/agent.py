@@ -133,7 +133,7 @@ class Agent(TspaceLifecycleNode):
             self.create_subscription(PolicyUpdate, p('policy_topic'), self._on_policy,
                                      POLICY_UPDATE_QOS),
         ]
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self._diag_timer = self.wall_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
             f'configured: {p("algorithm")} in {p("mode")} mode, state {states.state_dim}, '
             f'action {mapper.action_dim}, policy '

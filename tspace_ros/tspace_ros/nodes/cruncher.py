@@ -130,8 +130,8 @@ class CruncherNode(TspaceLifecycleNode):
                                      callback_group=group),
             self.create_subscription(EpisodeEvent, 'episode/event', self._on_event, EVENT_QOS,
                                      callback_group=group),
-            self.create_timer(p('diagnostics_period_s').value, self._publish_diagnostics,
-                              callback_group=group),
+            self.wall_timer(p('diagnostics_period_s').value, self._publish_diagnostics,
+                            callback_group=group),
         ]
         return TransitionCallbackReturn.SUCCESS
 

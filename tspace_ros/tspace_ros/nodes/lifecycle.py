@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -35,6 +36,7 @@ class TspaceLifecycleNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self.finalized = False
         self._parameter_errors = []
+        self._steady_clock = None
 
     def declare_described(self, name: str, default, description: str,
                           value_range: Optional[Tuple[float, float]] = None,
@@ -76,6 +78,18 @@ class TspaceLifecycleNode(LifecycleNode):
         except (InvalidParameterTypeException, InvalidParameterValueException) as error:
             self._parameter_errors.append(f'parameter {name!r}: {error}')
             return self.declare_parameter(name, default, descriptor, ignore_override=True)
+
+    def wall_timer(self, period_s: float, callback, **kwargs):
+        """
+        Create a timer on the steady (wall) clock.
+
+        For housekeeping (diagnostics, status, discovery): it keeps running while a
+        simulation's clock stands still, and is never tied to /clock, whose timers
+        can hang the node's clean-up while the clock runs fast.
+        """
+        if self._steady_clock is None:
+            self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        return self.create_timer(period_s, callback, clock=self._steady_clock, **kwargs)
 
     def string_list(self, name: str) -> List[str]:
         """Return a string-array parameter as a list ([] when not set)."""

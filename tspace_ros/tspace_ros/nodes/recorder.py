@@ -169,9 +169,9 @@ class RecorderNode(TspaceLifecycleNode):
             self._bag, self._problem = bag, ''
         self._discover()
         self._record_timers = [
-            self.create_timer(self.get_parameter('discovery_period_s').value, self._discover),
-            self.create_timer(self.get_parameter('diagnostics_period_s').value,
-                              self._publish_diagnostics)]
+            self.wall_timer(self.get_parameter('discovery_period_s').value, self._discover),
+            self.wall_timer(self.get_parameter('diagnostics_period_s').value,
+                            self._publish_diagnostics)]
         waiting = [t for t in self._wanted if t not in self._record_subs]
         self.get_logger().info(
             f'recording {len(self._record_subs)} topics to {path}' +

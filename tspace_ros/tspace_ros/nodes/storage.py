@@ -110,8 +110,8 @@ class StorageNode(TspaceLifecycleNode):
         self._entities += [
             self.create_service(SampleBatch, 'sample_batch', self._on_sample,
                                 callback_group=MutuallyExclusiveCallbackGroup()),
-            self.create_timer(self.get_parameter('diagnostics_period_s').value,
-                              self._publish_diagnostics, callback_group=group),
+            self.wall_timer(self.get_parameter('diagnostics_period_s').value,
+                            self._publish_diagnostics, callback_group=group),
         ]
         return TransitionCallbackReturn.SUCCESS
 

@@ -129,7 +129,7 @@ class TrainerNode(TspaceLifecycleNode):
                                      RECORD_QOS, callback_group=train_group),
             self.create_subscription(TorqueMapMsg, 'torque_map/active', self._on_map,
                                      ACTIVE_MAP_QOS, callback_group=input_group),
-            self.create_timer(1.0, self._publish_status, callback_group=input_group),
+            self.wall_timer(1.0, self._publish_status, callback_group=input_group),
         ]
         prefixes = [f'/{ns.strip("/")}/' for ns in self.string_list('vehicles')] or ['']
         for prefix in prefixes:
@@ -211,7 +211,7 @@ class TrainerNode(TspaceLifecycleNode):
         with self._lock:
             self._publish_blob(self._core.current_blob())
         if self._p('mode') == 'offline' and self._p('offline_updates') > 0:
-            self._entities.append(self.create_timer(
+            self._entities.append(self.wall_timer(
                 0.01, self._train_offline_once, callback_group=MutuallyExclusiveCallbackGroup()))
         return result
 
