@@ -12,6 +12,7 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 # Launch argument -> (default, description), for both launch files.
@@ -54,6 +55,11 @@ def _arg(name):
     return LaunchConfiguration(name)
 
 
+def _text(name):
+    """Return a launch argument as a string parameter (never read as YAML: a date stays text)."""
+    return ParameterValue(LaunchConfiguration(name), value_type=str)
+
+
 def suite_description(simulate: bool) -> LaunchDescription:
     """Return the launch description of the suite (with the simulated van when simulate)."""
     arguments = dict(COMMON_ARGUMENTS)
@@ -93,23 +99,23 @@ def suite_description(simulate: bool) -> LaunchDescription:
         'can_bridge', 'cruncher', 'agent', 'map_viz']
     nodes = [
         lifecycle('storage', {'backend': _arg('storage_backend'),
-                              'root': _arg('storage_root')}, condition=IfCondition(alone)),
+                              'root': _text('storage_root')}, condition=IfCondition(alone)),
         lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
                   condition=IfCondition(PythonExpression([training, ' and ', alone]))),
-        lifecycle('can_bridge', {'vehicle_id': _arg('vehicle_id'),
-                                 'driver_id': _arg('driver'), **bus}),
+        lifecycle('can_bridge', {'vehicle_id': _text('vehicle_id'),
+                                 'driver_id': _text('driver'), **bus}),
         lifecycle('cruncher'),
         lifecycle('agent', {'algorithm': _arg('algorithm'), 'mode': _arg('mode'),
-                            'policy_file': _arg('policy_file'),
+                            'policy_file': _text('policy_file'),
                             'policy_topic': policy_topic}),
         lifecycle('map_viz'),
-        lifecycle('recorder', {'output_dir': _arg('bag_dir')},
+        lifecycle('recorder', {'output_dir': _text('bag_dir')},
                   condition=IfCondition(_arg('record'))),
     ]
     if simulate:
         nodes.append(lifecycle('vehicle_sim', {
-            'use_sim_time': False, 'vehicle_id': _arg('vehicle_id'), 'cycle': _arg('cycle'),
-            'real_time_factor': _arg('real_time_factor'), 'start_utc': _arg('start_utc'),
+            'use_sim_time': False, 'vehicle_id': _text('vehicle_id'), 'cycle': _arg('cycle'),
+            'real_time_factor': _arg('real_time_factor'), 'start_utc': _text('start_utc'),
             'publish_clock': PythonExpression(["'", _arg('publish_clock'), "'", YES]),
             **bus}))
     # Dependency order: storage, trainer (train mode), the van, bridge, cruncher, agent, ...
@@ -154,7 +160,7 @@ def fleet_description() -> LaunchDescription:
     nodes = [LifecycleNode(
         package='tspace_ros', executable=name, name=name, namespace=_arg('fleet'),
         output='screen', parameters=[*files, clock, extra]) for name, extra in (
-            ('storage', {'backend': _arg('storage_backend'), 'root': _arg('storage_root'),
+            ('storage', {'backend': _arg('storage_backend'), 'root': _text('storage_root'),
                          'vehicles': _arg('vehicles')}),
             ('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic',
                          'vehicles': _arg('vehicles')}))]
