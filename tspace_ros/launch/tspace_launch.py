@@ -60,24 +60,35 @@ def _text(name):
     return ParameterValue(LaunchConfiguration(name), value_type=str)
 
 
+def _chosen(argument, *default):
+    """Return the argument's file, or the package's config/<default> when it is ''."""
+    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
+    return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
+
+
+def _parameter_files():
+    """
+    Return the parameter files, layered in this order (later files win).
+
+    The suite's, the vehicle's, the agent's, the storage's, the site's, the driver's;
+    launch arguments win over all files.
+    """
+    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
+    return [_chosen('params_file', 'sim_suite.yaml'),
+            _chosen('vehicle_config', 'vehicles/sim_van_suite.yaml'),
+            _chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
+            _chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
+            PythonExpression(["'", config, '/sites/', _arg('site'), ".yaml'"]),
+            _chosen('driver_config', 'drivers/driver0.yaml')]
+
+
 def suite_description(simulate: bool) -> LaunchDescription:
     """Return the launch description of the suite (with the simulated van when simulate)."""
     arguments = dict(COMMON_ARGUMENTS)
     arguments.update(SIM_ARGUMENTS if simulate else VEHICLE_ARGUMENTS)
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
-    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
-
-    def chosen(argument, *default):
-        """Return the argument's file, or the package's config/<default> when it is ''."""
-        return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
-    # Layered in this order; later files win, launch arguments win over all files.
-    files = [chosen('params_file', 'sim_suite.yaml'),
-             chosen('vehicle_config', 'vehicles/sim_van_suite.yaml'),
-             chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
-             chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
-             PythonExpression(["'", config, '/sites/', _arg('site'), ".yaml'"]),
-             chosen('driver_config', 'drivers/driver0.yaml')]
+    files = _parameter_files()
     clock = {'use_sim_time': simulate}
     namespace = _arg('namespace')
     training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
@@ -147,15 +158,8 @@ def fleet_description() -> LaunchDescription:
     }
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
-    config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
-
-    def chosen(argument, *default):
-        """Return the argument's file, or the package's config/<default> when it is ''."""
-        return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
-    files = [chosen('params_file', 'sim_suite.yaml'),
-             chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
-             chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
-             PythonExpression(["'", config, '/sites/', _arg('site'), ".yaml'"])]
+    suite_files = _parameter_files()  # the fleet has no vehicle or driver of its own
+    files = [suite_files[0], suite_files[2], suite_files[3], suite_files[4]]
     clock = {'use_sim_time': PythonExpression(["'", _arg('use_sim_time'), "'", YES])}
     nodes = [LifecycleNode(
         package='tspace_ros', executable=name, name=name, namespace=_arg('fleet'),

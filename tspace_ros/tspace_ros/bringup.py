@@ -173,8 +173,6 @@ def run_episode(job, index: int, lap_s: float, evaluate: bool, deadline: float,
 def summary_timed_out(suite, episode_id: str) -> int:
     """Return the cruncher's count of timed-out steps in the episode (its last one)."""
     last = suite['cruncher'].core.stats().get('last_episode') or {}
-    if os.environ.get('TSPACE_DEBUG'):
-        print(suite['cruncher'].core.stats(), suite['agent']._counts, flush=True)
     return int(last.get('timed_out_steps', 0)) if last.get('episode_id') == episode_id else 0
 
 

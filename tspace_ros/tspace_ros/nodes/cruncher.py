@@ -137,20 +137,12 @@ class CruncherNode(TspaceLifecycleNode):
 
     def release(self):
         """Drop the core, publishers and subscriptions."""
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
+        publishers = ('_transition_pub', '_episode_pub', '_summary_pub', '_reward_pub',
+                      '_energy_pub', '_diag_pub')
+        self.destroy_entities(*self._entities, *(getattr(self, n, None) for n in publishers))
         self._entities = []
-        for name in ('_transition_pub', '_episode_pub', '_summary_pub', '_reward_pub',
-                     '_energy_pub'):
-            if getattr(self, name, None) is not None:
-                self.destroy_lifecycle_publisher(getattr(self, name))
-                setattr(self, name, None)
-        if getattr(self, '_diag_pub', None) is not None:
-            self.destroy_publisher(self._diag_pub)
-            self._diag_pub = None
+        for name in publishers:
+            setattr(self, name, None)
         self._core, self._open = None, {}
 
     @property

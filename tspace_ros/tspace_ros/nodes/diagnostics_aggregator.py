@@ -61,16 +61,8 @@ class DiagnosticsAggregatorNode(TspaceLifecycleNode):
 
     def release(self):
         """Drop the core, subscription, timer and publisher."""
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
-        if self._agg_pub is not None:
-            self.destroy_lifecycle_publisher(self._agg_pub)
-            self._agg_pub = None
-        self._core = None
+        self.destroy_entities(*self._entities, self._agg_pub)
+        self._entities, self._agg_pub, self._core = [], None, None
 
     @property
     def core(self):

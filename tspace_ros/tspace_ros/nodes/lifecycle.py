@@ -13,9 +13,13 @@ import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.service import Service
 from rclpy.signals import SignalHandlerOptions
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 
 # Parameters rclpy declares on every node (not ours to check).
 IGNORED_PARAMETERS = frozenset({'use_sim_time', 'start_type_description_service'})
@@ -90,6 +94,24 @@ class TspaceLifecycleNode(LifecycleNode):
         if self._steady_clock is None:
             self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         return self.create_timer(period_s, callback, clock=self._steady_clock, **kwargs)
+
+    def destroy_entities(self, *entities) -> None:
+        """Destroy timers, services, subscriptions and (lifecycle) publishers; skip None."""
+        for entity in entities:
+            if entity is None:
+                continue
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Service):
+                self.destroy_service(entity)
+            elif isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            elif isinstance(entity, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(entity)
+            elif isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            else:
+                raise TypeError(f'cannot destroy a {type(entity).__name__}')
 
     def string_list(self, name: str) -> List[str]:
         """Return a string-array parameter as a list ([] when not set)."""

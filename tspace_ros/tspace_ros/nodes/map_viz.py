@@ -118,18 +118,8 @@ class MapViz(TspaceLifecycleNode):
 
     def release(self):
         """Drop the subscription, timer and publishers."""
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
-        if self._marker_pub is not None:
-            self.destroy_lifecycle_publisher(self._marker_pub)
-            self._marker_pub = None
-        if self._diag_pub is not None:
-            self.destroy_publisher(self._diag_pub)
-            self._diag_pub = None
+        self.destroy_entities(*self._entities, self._marker_pub, self._diag_pub)
+        self._entities, self._marker_pub, self._diag_pub = [], None, None
         self._default_map, self._pending = None, None
 
     # ---- maps in, markers out ----------------------------------------------------------------

@@ -124,20 +124,9 @@ class StorageNode(TspaceLifecycleNode):
 
     def release(self):
         """Close the pool; drop subscriptions, service and publishers."""
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            elif hasattr(entity, 'srv_type'):
-                self.destroy_service(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._entities = []
-        if getattr(self, '_stored_pub', None) is not None:
-            self.destroy_lifecycle_publisher(self._stored_pub)
-            self._stored_pub = None
-        if getattr(self, '_diag_pub', None) is not None:
-            self.destroy_publisher(self._diag_pub)
-            self._diag_pub = None
+        self.destroy_entities(*self._entities, getattr(self, '_stored_pub', None),
+                              getattr(self, '_diag_pub', None))
+        self._entities, self._stored_pub, self._diag_pub = [], None, None
         with self._lock:
             if self._pool is not None:
                 self._pool.close()

@@ -29,6 +29,7 @@ import threading
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from tspace_interfaces.msg import (Episode, EpisodeSummary, PolicyUpdate,
@@ -224,16 +225,11 @@ class TrainerNode(TspaceLifecycleNode):
 
     def release(self):
         """Close the core (final checkpoint, TensorBoard files), drop the entities."""
-        for entity in self._entities:
-            if hasattr(entity, 'cancel'):
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
+        publishers = ('_policy_pub', '_status_pub', '_diag_pub')
+        self.destroy_entities(*self._entities, *(getattr(self, n, None) for n in publishers))
         self._entities = []
-        for name in ('_policy_pub', '_status_pub', '_diag_pub'):
-            if getattr(self, name, None) is not None:
-                self.destroy_publisher(getattr(self, name))
-                setattr(self, name, None)
+        for name in publishers:
+            setattr(self, name, None)
         with self._lock:
             if self._core is not None:
                 self._core.close()
@@ -289,7 +285,6 @@ class TrainerNode(TspaceLifecycleNode):
         except ValueError as error:
             self._last_problem = f'episode rejected: {error}'
             return
-        import numpy as np
         if transitions:
             with self._lock:
                 self._buffer.add_episode(
@@ -310,7 +305,8 @@ class TrainerNode(TspaceLifecycleNode):
         self.destroy_timer(timer)
         with self._lock:
             metrics = self._core.train(self._p('offline_updates'))
-            self._core.save_checkpoint() if self._core.checkpoint_dir else None
+            if self._core.checkpoint_dir is not None:
+                self._core.save_checkpoint()
         self.get_logger().info(f'offline training: {metrics["updates"]} updates, critic loss '
                                f'{metrics["critic_loss"]:.4g}, policy version '
                                f'{metrics["policy_version"]}')
