@@ -318,6 +318,7 @@ def test_recorder_records_exactly_what_was_sent(recording):
     assert second['counts'][f'/{NS}/transitions'] == 0
 
     info = bag_info(bag)
+    assert info['verified'] and second['verified'], 'the recorder writes MCAP CRCs'
     expected_topics = {f'/{NS}/{topic}' for topic in DEFAULT_TOPICS if topic[0] != '/'}
     assert set(info['topics']) == expected_topics | {'/diagnostics'}
     for topic, msgs in sent.items():

@@ -10,15 +10,28 @@ The typestore (``typestore_with_ours``) knows the standard ROS 2 types and our
 ``tspace_interfaces`` messages; the writer stores each type's full message
 definition as the MCAP schema, so tools that do not have our package installed
 can still decode the bag.
+
+Integrity (``integrity``): the bags we write carry MCAP CRCs (every chunk,
+the data section and the summary); every bag we read is verified first, and
+its metadata.yaml is checked against the .mcap file, so a corrupt, truncated
+or tampered bag is a ``BagError`` naming the file (and the chunk, offset or
+topic) instead of data. Bags of other writers without CRCs still read:
+``bag_info(...)['unverified']`` and ``BagMessages.unverified`` say what no
+checksum covers, and a warning is logged once per file.
 """
 
+import logging
 import pathlib
+import threading
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from rosbags.interfaces import Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.typesys import get_types_from_msg, get_typestore, Stores, TypesysError
+from tspace_ros.bags.errors import BagError
+from tspace_ros.bags.integrity import (add_crcs, check_metadata_yaml, load_bounded_yaml,
+                                       McapCheck, verify_mcap)
 
 MSG_PACKAGE = 'tspace_interfaces'
 BAG_VERSION = 9
@@ -27,10 +40,11 @@ STORAGE_SUFFIXES = ('.mcap', '.db3')
 ROS2_STORE = getattr(Stores, 'ROS2_KILTED', Stores.LATEST)
 
 Message = Tuple[str, str, int, bytes]
+REINDEX = '`ros2 bag reindex` rebuilds metadata.yaml from the .mcap file'
 
-
-class BagError(ValueError):
-    """A bag that cannot be written or read; the message says which file and why."""
+_LOG = logging.getLogger('tspace_ros.bags')
+_WARNED = set()
+_WARNED_LOCK = threading.Lock()
 
 
 def msg_dir(share_dir=None) -> pathlib.Path:
@@ -190,7 +204,9 @@ class BagRecorder:
             try:
                 writer.close()
             except (WriterError, OSError) as error:
-                raise BagError(f'{self.path}: cannot close the bag: {error}') from None
+                raise BagError(f'{self.path}: cannot close the bag: {error}', 'write') from None
+            for storage_file in sorted(self.path.glob('*.mcap')):
+                add_crcs(storage_file)  # chunk, data-section and summary CRCs
 
     def _check_open(self):
         if self._writer is None:
@@ -212,21 +228,124 @@ def _storage_files(path: pathlib.Path) -> str:
     return str(path)
 
 
-def _open_reader(path) -> Reader:
+def _storage_paths(path: pathlib.Path, metadata: Optional[dict]) -> List[pathlib.Path]:
+    if metadata is None:
+        return [path]
+    files = [path / pathlib.PurePath(name).name for name in metadata['relative_file_paths']]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise BagError(f'{path}: metadata.yaml names storage files that are missing: '
+                       f'{", ".join(missing)}', 'missing')
+    return files
+
+
+def _verify_storage(path: pathlib.Path, metadata: Optional[dict]):
+    """Verify every storage file; return ({file: McapCheck}, what no checksum covers)."""
+    checks: Dict[str, McapCheck] = {}
+    unverified: List[str] = []
+    storage = metadata.get('storage_identifier') if metadata is not None else None
+    for storage_file in _storage_paths(path, metadata):
+        if storage == 'mcap' or (storage is None and storage_file.suffix == '.mcap'):
+            check = verify_mcap(storage_file)
+            checks[str(storage_file)] = check
+            unverified += [f'{storage_file}: {reason}' for reason in check.unverified]
+        elif storage == 'sqlite3' or storage_file.suffix == '.db3':
+            unverified.append(f'{storage_file}: sqlite3 storage has no checksums')
+    return checks, unverified
+
+
+def _mismatch(where, message) -> BagError:
+    return BagError(f'{where}: {message}; the bag is damaged or was changed after recording '
+                    f'({REINDEX})', 'mismatch')
+
+
+def _cross_check(path: pathlib.Path, reader: Reader, checks: Dict[str, McapCheck]) -> None:
+    """Check what rosbags made of metadata.yaml and the summaries against the verified data."""
+    storages = list(getattr(reader.storage, 'storages', [reader.storage]))
+    for storage in storages:
+        check = checks.get(str(getattr(storage, 'path', '')))
+        if check is None:
+            continue
+        for connection in storage.connections:
+            channel = check.channels.get(connection.id)
+            count = check.channel_counts.get(connection.id, 0)
+            if channel is None or (connection.topic, connection.msgtype) != channel[:2] or \
+                    connection.msgcount != count:
+                raise _mismatch(check.path, f'channel {connection.id} ({connection.topic}) '
+                                'is not what its data holds')
+        known = {connection.id for connection in storage.connections}
+        lost = sorted(c for c, n in check.channel_counts.items() if n and c not in known)
+        if lost or storage.metadata.message_count != check.message_count:
+            raise _mismatch(check.path, f'the reader sees {storage.metadata.message_count} '
+                            f'of its {check.message_count} messages')
+    if not path.is_dir():
+        return
+    where = path / 'metadata.yaml'
+    recorded = reader.storage.connections
+    for connection in recorded:
+        same = [s for storage in storages for s in storage.connections
+                if (s.topic, s.msgtype, s.ext) == (connection.topic, connection.msgtype,
+                                                   connection.ext)]
+        held = sum(s.msgcount for s in same)
+        if connection.msgcount != held:
+            raise _mismatch(where, f'topic {connection.topic} ({connection.msgtype}): '
+                            f'{connection.msgcount} messages, the storage holds {held} of '
+                            'that topic, type and QoS')
+    for storage in storages:
+        for s in storage.connections:
+            if s.msgcount and not any((c.topic, c.msgtype, c.ext) == (s.topic, s.msgtype, s.ext)
+                                      for c in recorded):
+                raise _mismatch(where, f'no topic {s.topic} ({s.msgtype}) with the QoS of its '
+                                f'{s.msgcount} messages in {getattr(storage, "path", path)}')
+    total = sum(storage.metadata.message_count for storage in storages)
+    if reader.message_count != total:
+        raise _mismatch(where, f'message_count {reader.message_count}, the storage holds {total}')
+    if total and (reader.start_time, reader.end_time) != (
+            min(storage.metadata.start_time for storage in storages),
+            max(storage.metadata.end_time for storage in storages)):
+        raise _mismatch(where, "starting_time or duration differ from the messages' times")
+    if len(checks) == 1:
+        [check] = checks.values()
+        if check.embedded_metadata:  # the copy rosbag2 (and rosbags) keep in the .mcap
+            embedded = load_bounded_yaml(check.embedded_metadata,
+                                         f'{check.path} (its rosbag2 metadata record)')
+            if isinstance(embedded, dict) and 'custom_data' in embedded and \
+                    (embedded['custom_data'] or {}) != (reader.storage.metadata.custom or {}):
+                raise _mismatch(where, 'custom_data differs from the copy in the .mcap file')
+
+
+def _open_reader(path) -> Tuple[Reader, List[str]]:
+    """Open a verified bag; return the rosbags reader and what no checksum covers."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise BagError(f'{path}: no such bag (a rosbag2 directory or an .mcap file)')
-    if path.is_dir() and not (path / 'metadata.yaml').exists():
-        raise BagError(
-            f'{path}: metadata.yaml is missing (was the recording stopped before it closed '
-            f'the bag?); `ros2 bag reindex {path} -s mcap` can rebuild it from the .mcap file')
+        raise BagError(f'{path}: no such bag (a rosbag2 directory or an .mcap file)', 'missing')
+    metadata = None
+    if path.is_dir():
+        if not (path / 'metadata.yaml').exists():
+            raise BagError(
+                f'{path}: metadata.yaml is missing (was the recording stopped before it '
+                f'closed the bag?); `ros2 bag reindex {path} -s mcap` can rebuild it from the '
+                '.mcap file', 'missing')
+        metadata = check_metadata_yaml(path / 'metadata.yaml')
+    checks, unverified = _verify_storage(path, metadata)
     try:
         reader = Reader(path)
         reader.open()
-    except (ReaderError, OSError, ValueError, KeyError, TypeError) as error:
+    except Exception as error:  # rosbags' (and its YAML parser's) errors on a bad bag
         raise BagError(f'{_storage_files(path)}: cannot read the bag: {error} '
-                       '(truncated, or not a rosbag2 MCAP file?)') from None
-    return reader
+                       '(truncated, or not a rosbag2 MCAP file?)', 'structure') from None
+    try:
+        _cross_check(path, reader, checks)
+    except BaseException:
+        reader.close()
+        raise
+    if unverified:
+        with _WARNED_LOCK:
+            fresh = [note for note in unverified if note not in _WARNED]
+            _WARNED.update(fresh)
+        for note in fresh:
+            _LOG.warning('unverified bag data (no checksum): %s', note)
+    return reader, unverified
 
 
 def _topics(reader: Reader) -> Dict[str, Tuple[str, int, list]]:
@@ -241,6 +360,7 @@ class BagMessages:
 
     The bag is opened and checked when this is created (``BagError`` at once);
     iterating reads it. ``types`` and ``counts`` describe what will be read;
+    ``unverified`` lists what no checksum covers (empty for our bags);
     ``skipped`` maps each topic skipped for its unknown type (skip_unknown) to
     (msgtype, count), and ``skipped_messages`` totals them. Close it (or use
     it as a context manager) when stopping before the end.
@@ -251,7 +371,7 @@ class BagMessages:
         """Open the bag and check the topics and their types."""
         self.path = pathlib.Path(path)
         self.typestore = typestore if typestore is not None else typestore_with_ours()
-        self._reader = _open_reader(self.path)
+        self._reader, self.unverified = _open_reader(self.path)
         try:
             available = _topics(self._reader)
             wanted = list(available) if topics is None else list(topics)
@@ -302,7 +422,8 @@ class BagMessages:
         except Exception as error:  # the parser's own errors on a damaged file
             self.close()
             raise BagError(f'{_storage_files(self.path)}: cannot read the bag: {error} '
-                           '(truncated or damaged?)') from None
+                           '(truncated or damaged?)',
+                           'crc' if 'checksum' in str(error) else 'structure') from None
         return connection.topic, connection.msgtype, timestamp, bytes(data)
 
     def close(self) -> None:
@@ -326,8 +447,9 @@ def read_bag(path, topics: Optional[Sequence[str]] = None, typestore=None,
     Return the messages of a bag in time order: (topic, msgtype, timestamp_ns, cdr_bytes).
 
     topics: the exact (recorded) names to read, None for all. Raises BagError
-    (at once) for a missing bag or metadata.yaml, a truncated or garbage
-    storage file, a topic not in the bag, or a topic whose type the typestore
+    (at once) for a missing bag or metadata.yaml, a truncated, garbage or
+    corrupt storage file (a CRC that does not match), a metadata.yaml that is
+    hostile or disagrees with it, a topic not in the bag, or a topic whose type the typestore
     (by default ``typestore_with_ours()``) does not know; skip_unknown skips
     such topics instead and counts them (``BagMessages.skipped``).
     """
@@ -342,10 +464,11 @@ def bag_info(path) -> dict:
     counts (per topic), qos (per topic: the offered profiles as dicts of
     history, depth, reliability, durability), message_count, start_ns and
     end_ns (first and last message stamps, 0 when empty), duration_ns,
-    duration_s and custom_data.
+    duration_s, custom_data, verified (every byte read is covered by a CRC that
+    matched) and unverified (what no checksum covers, for bags of other writers).
     """
     path = pathlib.Path(path)
-    reader = _open_reader(path)
+    reader, unverified = _open_reader(path)
     try:
         topics = _topics(reader)
         count = sum(count for _, count, _ in topics.values())
@@ -370,6 +493,8 @@ def bag_info(path) -> dict:
             'duration_ns': end_ns - start_ns,
             'duration_s': (end_ns - start_ns) / 1e9,
             'custom_data': dict(getattr(metadata, 'custom', None) or {}),
+            'verified': not unverified,
+            'unverified': list(unverified),
         }
     finally:
         reader.close()

@@ -1,8 +1,11 @@
 """
 The replay lifecycle node and command: a rosbag2 bag back onto the topics, as ``ros2 bag play``.
 
-On activate it opens ``bag`` (a problem with it fails the activation, with
-the reason in the log), creates one publisher per replayed topic with the type
+On activate it opens ``bag`` and verifies it whole (its MCAP CRCs and
+metadata.yaml against the data: a corrupt, truncated or tampered bag fails
+the activation, with the file, chunk or topic in the log, before anything is
+published; a bag without CRCs, of another writer, plays with a warning that
+it is unverified), creates one publisher per replayed topic with the type
 and offered QoS recorded in the bag, and plays the messages from a thread:
 the recorded CDR bytes are published as they are (no deserialization), paced
 by ``rate`` (1.0: recorded speed, 2.0: twice as fast, 0: as fast as the
@@ -27,7 +30,8 @@ As a command (first argument not ``--ros-args``)::
     python -m tspace_ros.nodes.replay --bag PATH [--rate R] [--topics T ...]
 
 configures and activates itself, exits 0 when done, 2 with the message when
-the bag cannot be replayed.
+the bag cannot be replayed (missing, truncated, corrupt: a CRC that does not
+match, an unknown type).
 """
 
 import argparse
@@ -190,6 +194,10 @@ class ReplayNode(TspaceLifecycleNode):
         if not p['bag']:
             raise BagError("parameter 'bag' is empty: give the bag to replay")
         info = bag_info(p['bag'])
+        if info['unverified']:
+            self.get_logger().warning(
+                f'replaying unverified data (no checksum covers it): '
+                f'{"; ".join(info["unverified"])}')
         recorded_ns = info['custom_data'].get('namespace', '/') or '/'
         selected = self._select(info, recorded_ns, [t for t in p['topics'] if t])
         if p['publish_clock'] and '/clock' in selected and len(selected) > 1:
