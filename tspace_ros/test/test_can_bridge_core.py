@@ -7,7 +7,8 @@ from torque_map_support import tspace_like_map
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.frames import encode_vehicle_sample
-from tspace_ros.can.transfer import MapTransfer, TORQUE_RESOLUTION_NM, VcuMapReceiver
+from tspace_ros.can.transfer import (MapTransfer, TORQUE_RESOLUTION_NM, VcuMapReceiver,
+                                     whole_map_checksum)
 from tspace_ros.can.windowing import WindowBuilder
 from tspace_ros.torque_map import apply_action, SafetyGate
 
@@ -22,8 +23,12 @@ def default():
     return tspace_like_map('VIN-CORE')
 
 
+def bus_gate(default, **kwargs):
+    return SafetyGate(default, resolution_nm=TORQUE_RESOLUTION_NM, **kwargs)
+
+
 def make_core(db, default, **kwargs):
-    return CanBridgeCore(db, default, SafetyGate(default), WindowBuilder(vehicle_id='VIN-CORE'),
+    return CanBridgeCore(db, default, bus_gate(default), WindowBuilder(vehicle_id='VIN-CORE'),
                          **kwargs)
 
 
@@ -85,25 +90,43 @@ def test_flash_round_trip_updates_the_last_good_map(db, default):
     assert core.flash_counts['NONE'] == 1
 
 
-def test_rows_flashed_at_the_limit_come_back_quantized_and_stay_flashable(db, default):
-    # The default is not on the bus's 0.5 Nm grid: rows flashed at the upper limit (the
-    # default) come back from the VCU up to 0.25 Nm above it, and stay in every later map.
+def test_rows_flashed_at_the_limit_are_quantized_inside_the_limits(db, default):
+    # The default is not on the bus's 0.5 Nm grid: rows flashed at a limit are rounded to a
+    # bus step inside the limits, so what the VCU holds passes the gate with no tolerance.
     assert not np.allclose(default.torque_nm % TORQUE_RESOLUTION_NM, 0)
-    strict = SafetyGate(default)
-    lenient = SafetyGate(default, tolerance_nm=TORQUE_RESOLUTION_NM / 2)
-    core = CanBridgeCore(db, default, lenient, WindowBuilder(vehicle_id='VIN-CORE'))
+    strict = SafetyGate(default, tolerance_nm=0.0)
+    core = make_core(db, default)
     vcu = VcuMapReceiver(db, default)
-    for row_start in (3, 5):  # overlapping rows, each flash built on the active map
-        proposed = apply_action(default, core.active_map, np.zeros((4, default.shape[1])),
-                                row_start, policy_version=row_start)
+    for row_start, action in ((3, 1.0), (5, -1.0), (4, 1.0)):  # overlapping rows, both limits
+        proposed = apply_action(default, core.active_map,
+                                np.full((4, default.shape[1]), action), row_start,
+                                policy_version=row_start)
         transfer = core.begin_flash(proposed, row_start, 4)
         assert isinstance(transfer, MapTransfer), transfer
         acks = [ack for frame in transfer.frames for ack in vcu.feed(frame, now_s=0.0)]
         core.commit_sent(0.0)
         (result,) = feed(core, acks)[1]
         assert result.success, result.message
-    assert (core.active_map.torque_nm > default.torque_nm + 1e-3).any()
-    assert not strict.check(core.active_map, core.active_map, 0, 1).ok
+        assert strict.check_full_map(core.active_map).ok
+        np.testing.assert_array_equal(vcu.active_map.torque_nm, core.active_map.torque_nm)
+        assert vcu.active_checksum == core.active_checksum
+    changed = np.abs(core.active_map.torque_nm - default.torque_nm) > 1e-9
+    np.testing.assert_array_equal(np.flatnonzero(changed.any(axis=1)), [3, 4, 5, 6, 7, 8])
+
+
+def test_the_map_sent_keeps_the_current_rows_whatever_the_client_sent(db, default):
+    core = make_core(db, default)
+    vcu = VcuMapReceiver(db, default)
+    # A proposal whose other rows carry float32 noise (within the gate's tolerance).
+    noisy = default.torque_nm + 4e-4
+    noisy[2:6] = default.torque_nm[2:6] - 100.0
+    transfer = core.begin_flash(default.with_torque(noisy, 9), 2, 4)
+    assert isinstance(transfer, MapTransfer), transfer
+    np.testing.assert_array_equal(transfer.flashed_map.torque_nm[6:], default.torque_nm[6:])
+    for frame in transfer.frames:
+        feed(core, vcu.feed(frame, 0.0))
+    assert core.active_checksum == vcu.active_checksum
+    np.testing.assert_array_equal(core.active_map.torque_nm[:2], default.torque_nm[:2])
 
 
 def test_gate_rejection_sends_nothing_and_keeps_the_map(db, default):
@@ -112,7 +135,7 @@ def test_gate_rejection_sends_nothing_and_keeps_the_map(db, default):
     result = core.begin_flash(too_much, 0, 4)
     assert isinstance(result, FlashResult)
     assert result.error == FlashError.REJECTED_BY_SAFETY_GATE and 'above' in result.message
-    assert not core.flash_pending and core.active_map is default
+    assert not core.flash_pending and core.active_is_default
 
 
 def test_vcu_refusal_and_time_out_are_typed_and_keep_the_last_good_map(db, default):
@@ -125,29 +148,31 @@ def test_vcu_refusal_and_time_out_are_typed_and_keep_the_last_good_map(db, defau
     core.commit_sent(0.0)
     (refused,) = feed(core, acks)[1]
     assert refused.error == FlashError.REFUSED_BY_VCU and 'missing' in refused.message
-    assert core.active_map is default
+    assert core.active_is_default
 
     core.begin_flash(action_map(default, 0, -1.0), 0, 4)
     core.commit_sent(10.0)
     assert core.poll(12.9) is None
     timed_out = core.poll(13.0)
-    assert timed_out.error == FlashError.TIMEOUT and core.active_map is default
+    assert timed_out.error == FlashError.TIMEOUT and core.active_is_default
     assert not core.flash_pending
 
 
-def test_restoring_the_default_sends_the_whole_map(db, default):
+def test_restoring_the_default_is_a_revert_not_values(db, default):
     core = make_core(db, default)
     vcu = VcuMapReceiver(db, default)
     for frame in core.begin_flash(action_map(default, 5, -1.0), 5, 4).frames:
         feed(core, vcu.feed(frame, 0.0))
-    assert not core.active_is_default
+    assert not core.active_is_default and not vcu.on_reference
     transfer = core.begin_restore_default()
-    assert transfer.n_segments == default.shape[0] * 6
+    assert transfer.n_segments == 0 and len(transfer.frames) == 1
     acks = []
     for frame in transfer.frames:
         acks += vcu.feed(frame, 1.0)
     (result,) = feed(core, acks)[1]
-    assert result.success and core.active_is_default
+    assert result.success and core.active_is_default and vcu.on_reference
+    np.testing.assert_array_equal(core.active_map.torque_nm, default.torque_nm)
+    assert core.active_checksum == vcu.active_checksum == whole_map_checksum(default)
 
 
 def test_abandoned_flash_is_reported_with_its_reason(db, default):

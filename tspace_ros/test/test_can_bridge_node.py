@@ -8,6 +8,8 @@ its lifecycle services, its flash action and its episode service.
 """
 
 import json
+import os
+import signal
 import socket
 import time
 
@@ -38,16 +40,19 @@ TIMEOUT_S = 20.0
 DB = load_dbc()
 DEFAULT = load_vehicle_parameters().load_default_map()
 RESULT = FlashTorqueMap.Result
+HEARTBEAT_ID = DB.get_message_by_name('BridgeHeartbeat').frame_id
 
 
 class PlayedVehicle:
     """Frames at 50 Hz in real time; map transfers answered by a VcuMapReceiver."""
 
-    def __init__(self, ros, namespace, mode='accept'):
+    def __init__(self, ros, namespace, mode='accept', heartbeat_timeout_s=0.0):
         self.bus = TopicCanBus(ros.node('played_vehicle', namespace), side='bus', channel='test')
         self.mode = mode  # 'accept', 'busy' (refuse every commit) or 'silent'
-        self.vcu = VcuMapReceiver(DB, DEFAULT, accepting=lambda: self.mode != 'busy')
+        self.vcu = VcuMapReceiver(DB, DEFAULT, accepting=lambda: self.mode != 'busy',
+                                  heartbeat_timeout_s=heartbeat_timeout_s)
         self.map_frames = 0
+        self.heartbeats = []
         self._t0 = time.time()
         self._sent = 0
 
@@ -62,11 +67,15 @@ class PlayedVehicle:
                 'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7, 'motor_torque_nm': 80.0,
                 'motor_speed_rpm': 2500.0}, self._t0 + t)
         self._sent = max(self._sent, due)
+        frames += self.vcu.poll(time.time())
         while True:
             frame = self.bus.recv(timeout=0)
             if frame is None:
                 break
-            self.map_frames += 1
+            if frame.arbitration_id == HEARTBEAT_ID:
+                self.heartbeats.append(time.monotonic())
+            else:
+                self.map_frames += 1
             if self.mode != 'silent':
                 frames += self.vcu.feed(frame, time.time())
         if frames:
@@ -76,9 +85,9 @@ class PlayedVehicle:
 class Harness:
     """The vehicle, the bridge's interfaces, and a spin that keeps the vehicle running."""
 
-    def __init__(self, ros, namespace, mode='accept'):
+    def __init__(self, ros, namespace, mode='accept', heartbeat_timeout_s=0.0):
         self.ros = ros
-        self.vehicle = PlayedVehicle(ros, namespace, mode)
+        self.vehicle = PlayedVehicle(ros, namespace, mode, heartbeat_timeout_s)
         probe = ros.node('bridge_probe')
         self.windows, self.maps = [], []
         probe.create_subscription(ObservationWindow, f'/{namespace}/observation/window',
@@ -230,7 +239,53 @@ def test_watchdog_restores_the_default_map_without_heartbeat(tmp_path):
         assert h.vehicle.vcu.active_version == 11
         assert h.until(lambda: h.vehicle.vcu.active_version == 0), process.output()
         assert h.until(lambda: h.maps[-1].policy_version == 0)
-    assert 'watchdog: no map or heartbeat for 1.5 s' in process.output()
+    assert 'watchdog: no map or agent heartbeat for 1.5 s' in process.output()
+
+
+def test_no_goal_rewrites_the_whole_map_or_claims_to_be_the_default(tmp_path):
+    with bridge(tmp_path, 'bridge_total') as process, RosContext() as ros:
+        h = Harness(ros, 'bridge_total')
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        # changed_row_count 0 used to mean "the whole map": every row changed at once.
+        whole = DEFAULT.with_torque(DEFAULT.torque_nm - 200.0, policy_version=5)
+        frames_before = h.vehicle.map_frames
+        _, result, _ = h.send_map(whole, 0, 0)
+        assert result.error_code == RESULT.ERROR_REJECTED_BY_SAFETY_GATE
+        assert 'row_count' in result.message
+        assert h.vehicle.map_frames == frames_before and h.vehicle.vcu.active_version == 0
+        # A changed map that says it is the default is an agent's map all the same.
+        claimed = four_rows(version=6)
+        claimed = claimed.with_torque(claimed.torque_nm, 6, origin=0)
+        _, result, _ = h.send_map(claimed, 2, 4)
+        assert result.success, result.message
+        assert result.active_map.origin == 1
+        assert h.until(lambda: h.maps[-1].policy_version == 6 and h.maps[-1].origin == 1)
+        # ...so deactivating still restores the real default.
+        assert h.transition(Transition.TRANSITION_DEACTIVATE)
+        assert h.vehicle.vcu.on_reference
+        assert h.until(lambda: h.maps[-1].origin == 0 and h.maps[-1].policy_version == 0)
+
+
+def test_the_vcu_falls_back_on_its_own_when_the_bridge_is_killed(tmp_path):
+    with bridge(tmp_path, 'bridge_killed', 'watchdog_timeout_s:=0.0') as process, \
+            RosContext() as ros:
+        h = Harness(ros, 'bridge_killed', heartbeat_timeout_s=0.5)
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: len(h.vehicle.heartbeats) >= 10), 'no heartbeat from the bridge'
+        beats = np.diff(h.vehicle.heartbeats[-10:])
+        assert 0.05 < float(np.median(beats)) < 0.2, beats  # 10 Hz
+        _, result, _ = h.send_map(four_rows(version=21), 2, 4)
+        assert result.success, result.message
+        h.until(lambda: False, 1.0)  # the heartbeat keeps the map
+        assert h.vehicle.vcu.active_version == 21 and not h.vehicle.vcu.fallback_active
+        os.kill(process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert h.until(lambda: h.vehicle.vcu.on_reference, 5.0), 'the VCU kept the map'
+        assert time.monotonic() - killed < 0.5 + 0.3  # the time-out, plus the probe's polling
+        assert h.vehicle.vcu.fallback_active and h.vehicle.vcu.stats['fallbacks'] == 1
 
 
 def test_episodes_from_the_service_and_the_udp_hmi_stamp_windows(tmp_path):

@@ -26,7 +26,8 @@ def test_shipped_dbc_has_the_documented_messages_ids_and_periods(db):
     expected = {'VehicleDynamics': (0x100, 20), 'BatteryStatus': (0x110, 20),
                 'MotorStatus': (0x120, 20), 'VcuStatus': (0x200, 100),
                 'VcuDiagnostics': (0x300, 1000), 'MapSegment': (0x400, None),
-                'MapCommit': (0x401, None), 'MapAck': (0x402, None)}
+                'MapCommit': (0x401, None), 'MapAck': (0x402, None),
+                'BridgeHeartbeat': (0x403, 100), 'MapRevert': (0x404, None)}
     found = {m.name: (m.frame_id, m.cycle_time) for m in db.messages}
     assert found == expected
     for message in db.messages:

@@ -6,7 +6,8 @@ import pytest
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
 from tspace_ros.can.frames import VcuState
-from tspace_ros.can.transfer import decode_ack, TorqueMapSender, TransferStatus
+from tspace_ros.can.transfer import (decode_ack, TORQUE_RESOLUTION_NM, TorqueMapSender,
+                                     TransferStatus)
 from tspace_ros.torque_map import SafetyGate
 from tspace_ros.vehicle import DriveCycle, load_vehicle_parameters, VehicleSimulation
 from tspace_ros.vehicle.can_vehicle import AMBIENT_C, CanVehicle, SUPPLY_VOLTAGE_V
@@ -144,10 +145,18 @@ def test_flash_within_the_gate_is_accepted_and_the_vcu_drives_with_it():
     assert versions == [5] * 5
 
 
-def test_the_default_map_quantized_by_the_bus_passes_the_vcu_bounds():
+def test_the_vcu_bounds_are_exact_and_the_gate_quantizes_inside_them():
+    # Rounded to the nearest bus step, the default map lands up to 0.25 Nm above itself
+    # (the upper limit): the VCU refuses that. Quantized by the gate, it is accepted.
     van = vehicle()
-    transfer = TorqueMapSender(DB).prepare(DEFAULT_MAP, 0, 14, transfer_id=2, map_version=1)
-    assert not np.array_equal(transfer.flashed_map.torque_nm, DEFAULT_MAP.torque_nm)
+    nearest = TorqueMapSender(DB).prepare(DEFAULT_MAP, 0, 14, transfer_id=2, map_version=1)
+    (ack,) = van.receive(nearest.frames)
+    assert decode_ack(DB, ack).status == TransferStatus.OUT_OF_BOUNDS
+    assert 'above the upper limit' in van.receiver.last_message
+    gate = SafetyGate(DEFAULT_MAP, resolution_nm=TORQUE_RESOLUTION_NM)
+    inside = DEFAULT_MAP.with_torque(gate.quantize(DEFAULT_MAP.torque_nm, slice(0, 14)), 1)
+    assert not np.array_equal(inside.torque_nm, DEFAULT_MAP.torque_nm)
+    transfer = TorqueMapSender(DB).prepare(inside, 0, 14, transfer_id=3, map_version=1)
     (ack,) = van.receive(transfer.frames)
     assert decode_ack(DB, ack).status == TransferStatus.ACCEPTED, van.receiver.last_message
 

@@ -4,26 +4,45 @@ The CAN bridge's core: frames in, windows out; torque maps through the gate to t
 ROS-free, driven by explicit times so that it is tested without a bus or a
 clock. The ``can_bridge`` node feeds it every received frame and the current
 time, publishes the windows it returns, and turns flash results into action
-results. The bridge keeps the last map the VCU acknowledged (``active_map``);
-only a map that passed the safety gate is ever encoded for the VCU.
+results.
+
+Safety:
+
+- the only way a map goes to the VCU is ``SafetyGate.admit``: the map sent is
+  the active map with only the action's rows changed, quantized to the bus
+  resolution inside the limits, and checked again after quantization. The
+  default map goes back by ``MapRevert`` (the VCU's own default), never as
+  values;
+- the bridge knows the map the VCU holds: every MapAck and VcuStatus carries
+  the CRC of the VCU's whole active map, compared with the map the bridge
+  expects (``active_map``). A VCU that went back to its default by itself is
+  followed; any other difference is a mismatch (counted) that the node answers
+  by reverting to the default map;
+- ``heartbeat_frame`` gives the BridgeHeartbeat to send every 100 ms, so that
+  the VCU falls back to its default map on its own when the bridge goes silent.
 """
 
 from collections import Counter
 from dataclasses import dataclass
 from enum import IntEnum
+import math
 from typing import List, Optional, Tuple
 
 import can
 
-from tspace_ros.can.dbc import Database
+from tspace_ros.can.dbc import Database, MSG_VCU_STATUS
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
-from tspace_ros.can.transfer import MapTransfer, TorqueMapSender, TransferStatus
+from tspace_ros.can.transfer import (bus_torque_resolution_nm, encode_heartbeat, MapTransfer,
+                                     MSG_BRIDGE_HEARTBEAT, revert_transfer, TorqueMapSender,
+                                     TransferStatus, whole_map_checksum)
 from tspace_ros.can.windowing import WindowBuilder, WindowResult
 from tspace_ros.torque_map.map import ORIGIN_DEFAULT, TorqueMap
 from tspace_ros.torque_map.safety_gate import SafetyGate
 
 # Versions on the bus are 24 bits wide (the DBC's CommitMapVersion).
 BUS_VERSION_MODULO = 2 ** 24
+# How often the bridge's heartbeat goes to the VCU, s (the DBC's cycle time).
+HEARTBEAT_PERIOD_S = 0.1
 
 
 class FlashError(IntEnum):
@@ -36,6 +55,7 @@ class FlashError(IntEnum):
     TRANSPORT = 4
     REFUSED_BY_VCU = 5
     CANCELED = 6
+    VCU_MAP_MISMATCH = 7
 
 
 @dataclass(frozen=True)
@@ -84,38 +104,61 @@ class CanBridgeCore:
     def __init__(self, db: Database, default_map: TorqueMap, gate: SafetyGate,
                  windows: WindowBuilder, ack_timeout_s: float = 3.0):
         """Start with the default map as the last good (active) map and no flash pending."""
+        if not gate.default_map.same_breakpoints(default_map) or not np_equal(
+                gate.default_map.torque_nm, default_map.torque_nm):
+            raise ValueError("the gate's default map is not the bridge's default map")
+        resolution = bus_torque_resolution_nm(db)
+        if gate.resolution_nm != resolution:
+            raise ValueError(f'the safety gate quantizes to {gate.resolution_nm:g} Nm, the bus '
+                             f'carries torques in steps of {resolution:g} Nm: build the gate '
+                             f'with resolution_nm={resolution:g}')
         self.db = db
         self.decoder = FrameDecoder(db)
         self.windows = windows
         self.gate = gate
-        self.default_map = default_map
-        self.active_map = default_map
+        self.default_map = default_map.with_torque(default_map.torque_nm, 0, ORIGIN_DEFAULT)
+        self.active_map = self.default_map
         self.sender = TorqueMapSender(db, ack_timeout_s)
         self.flash_counts: Counter = Counter()
+        self.vcu_counts: Counter = Counter()
         self.last_frame_ns: Optional[int] = None
+        self.map_in_doubt = False
+        self.vcu_events: List[str] = []
+        self.vcu_fallback = False
+        self.last_vcu_status_ns: Optional[int] = None
         self._transfer_id = 0
         self._pending: Optional[Tuple[MapTransfer, TorqueMap]] = None
+        self._default_checksum = whole_map_checksum(self.default_map)
+        self._active_checksum = self._default_checksum
+        self._heartbeat_counter = 0
+        self._last_heartbeat: Optional[Tuple[float, float]] = None
+        self._heartbeat = _message(db, MSG_BRIDGE_HEARTBEAT)
+        status = _message(db, MSG_VCU_STATUS)
+        names = {signal.name for signal in status.signals} if status is not None else set()
+        self._status = status if {'ActiveMapChecksum', 'MapFallback'} <= names else None
 
     @property
     def flash_pending(self) -> bool:
         """Whether a transfer waits for its acknowledgement."""
         return self._pending is not None
 
+    @property
+    def active_checksum(self) -> int:
+        """Return the CRC of the whole map the bridge expects the VCU to hold."""
+        return self._active_checksum
+
+    def _set_active(self, torque_map: TorqueMap) -> None:
+        self.active_map = torque_map
+        self._active_checksum = whole_map_checksum(torque_map)
+
     def on_frame(self, frame: can.Message) -> Tuple[List[WindowResult], Optional[FlashResult]]:
         """Take one received frame; return the windows it completed and a finished flash."""
         result = None
         outcome = self.sender.on_frame(frame)
         if outcome is not None and self._pending is not None:
-            transfer, proposed = self._pending
-            self._pending = None
-            if outcome.accepted:
-                self.active_map = proposed.with_torque(
-                    transfer.flashed_map.torque_nm, proposed.policy_version, proposed.origin)
-                result = self._count(FlashResult(FlashError.NONE, outcome.message,
-                                                 self.active_map))
-            else:
-                result = self._count(FlashResult(FlashError.REFUSED_BY_VCU, outcome.message,
-                                                 self.active_map))
+            result = self._settle(outcome)
+        elif self._status is not None and frame.arbitration_id == self._status.frame_id:
+            self._on_vcu_status(frame)
         decoded = self.decoder.decode(frame)
         if decoded is None:
             return [], result
@@ -123,34 +166,121 @@ class CanBridgeCore:
         self.last_frame_ns = stamp
         return self.windows.feed(stamp, decoded), result
 
-    def begin_flash(self, proposed: TorqueMap, row_start: int, row_count: int,
-                    whole_map: bool = False):
+    def _settle(self, outcome) -> FlashResult:
+        transfer, proposed = self._pending
+        self._pending = None
+        expected = transfer.flashed_map if outcome.accepted else self.active_map
+        if outcome.vcu_checksum != whole_map_checksum(expected):
+            self.map_in_doubt = True
+            if outcome.accepted:
+                self._set_active(expected)
+            return self._count(FlashResult(FlashError.VCU_MAP_MISMATCH, (
+                f'{outcome.message}, but the VCU reports map checksum '
+                f'0x{outcome.vcu_checksum:04x} where 0x{whole_map_checksum(expected):04x} was '
+                'expected: reverting to the default map'), self.active_map))
+        if not outcome.accepted:
+            return self._count(FlashResult(FlashError.REFUSED_BY_VCU, outcome.message,
+                                           self.active_map))
+        self._set_active(expected)
+        self.map_in_doubt = False
+        self.vcu_fallback = False
+        return self._count(FlashResult(FlashError.NONE, outcome.message, self.active_map))
+
+    def _on_vcu_status(self, frame: can.Message) -> None:
+        """Follow the VCU's own report of its map (whole-map CRC, fallback flag)."""
+        try:
+            values = self._status.decode(bytes(frame.data), decode_choices=False)
+            checksum, fallback = int(values['ActiveMapChecksum']), bool(values['MapFallback'])
+            self.last_vcu_status_ns = capture_time_ns(frame)
+        except Exception:  # noqa: B902 - a corrupt status frame is counted, never raised
+            self.vcu_counts['bad_status'] += 1
+            return
+        self.vcu_counts['status'] += 1
+        if self._pending is not None:  # the map is changing: judge it by the ack
+            return
+        if fallback and not self.vcu_fallback:
+            self.vcu_counts['fallbacks'] += 1
+            self.vcu_events.append('the VCU reports it went back to its default map on its own '
+                                   '(no heartbeat from the bridge for its time-out)')
+        self.vcu_fallback = fallback
+        if checksum == self._active_checksum:
+            return
+        if checksum == self._default_checksum:
+            self._set_active(self.default_map)
+            self.map_in_doubt = False
+            self.vcu_counts['followed_to_default'] += 1
+            self.vcu_events.append('the VCU applies its default map: following it')
+            return
+        if not self.map_in_doubt:
+            self.vcu_counts['map_mismatches'] += 1
+            self.vcu_events.append(
+                f'the VCU holds a map with checksum 0x{checksum:04x}, the bridge expects '
+                f'0x{self._active_checksum:04x}: reverting to the default map')
+        self.map_in_doubt = True
+
+    def take_vcu_events(self) -> List[str]:
+        """Return and clear what the VCU's status told since the last call (for the log)."""
+        events, self.vcu_events = self.vcu_events, []
+        return events
+
+    def heartbeat_frame(self, bus_now_s: float, wall_now_s: float) -> Optional[can.Message]:
+        """
+        Return the BridgeHeartbeat to send now, or None if the last one is recent.
+
+        One is due once HEARTBEAT_PERIOD_S has passed on the bus clock (the
+        VCU's time, which may run faster than real time in a simulation) or
+        on the wall clock (a bus whose time stands still). None if the DBC has
+        no BridgeHeartbeat.
+        """
+        if self._heartbeat is None or not (math.isfinite(bus_now_s) and
+                                           math.isfinite(wall_now_s)):
+            return None
+        if self._last_heartbeat is not None:
+            bus_then, wall_then = self._last_heartbeat
+            if bus_now_s - bus_then < HEARTBEAT_PERIOD_S and \
+                    wall_now_s - wall_then < HEARTBEAT_PERIOD_S and bus_now_s >= bus_then:
+                return None
+        self._last_heartbeat = (bus_now_s, wall_now_s)
+        self._heartbeat_counter = (self._heartbeat_counter + 1) % 16
+        return encode_heartbeat(self.db, self._heartbeat_counter,
+                                self.active_map.policy_version % BUS_VERSION_MODULO,
+                                self._active_checksum)
+
+    def begin_flash(self, proposed: TorqueMap, row_start: int, row_count: int):
         """
         Gate a proposed map and, if it passes, encode its transfer.
 
         Returns a MapTransfer (send its frames, then call ``commit_sent``) or a
-        FlashResult with REJECTED_BY_SAFETY_GATE. ``whole_map`` checks a full
-        map (restoring the default) instead of an action's rows. A flash still
+        FlashResult with REJECTED_BY_SAFETY_GATE. Only the action's rows of
+        the proposal are used (see ``SafetyGate.admit``). A flash still
         pending is superseded.
         """
-        verdict = self.gate.check_full_map(proposed) if whole_map else \
-            self.gate.check(proposed, self.active_map, row_start, row_count)
-        if not verdict.ok:
+        verdict, admitted = self.gate.admit(proposed, self.active_map, row_start, row_count)
+        if admitted is None:
             return self._count(FlashResult(FlashError.REJECTED_BY_SAFETY_GATE,
                                            verdict.message, self.active_map))
-        if whole_map:
-            row_start, row_count = 0, proposed.shape[0]
+        try:
+            transfer = self.sender.prepare(admitted, row_start, row_count, self._next_id(),
+                                           admitted.policy_version % BUS_VERSION_MODULO)
+        except ValueError as error:  # outside what the bus can carry
+            self.sender.pending = None
+            self._pending = None
+            return self._count(FlashResult(FlashError.REJECTED_BY_SAFETY_GATE,
+                                           f'cannot encode the map: {error}', self.active_map))
+        self._pending = (transfer, admitted)
+        return transfer
+
+    def begin_restore_default(self) -> MapTransfer:
+        """Begin reverting the VCU to its default map (MapRevert); send, then commit_sent."""
+        transfer = self.sender.hold(revert_transfer(self.db, self.default_map, self._next_id()))
+        self._pending = (transfer, self.default_map)
+        return transfer
+
+    def _next_id(self) -> int:
         if self._pending is not None:
             self.flash_counts['superseded'] += 1
         self._transfer_id = (self._transfer_id + 1) % 256
-        transfer = self.sender.prepare(proposed, row_start, row_count, self._transfer_id,
-                                       proposed.policy_version % BUS_VERSION_MODULO)
-        self._pending = (transfer, proposed)
-        return transfer
-
-    def begin_restore_default(self):
-        """Begin flashing the default map back (whole map); see begin_flash."""
-        return self.begin_flash(self.default_map, 0, self.default_map.shape[0], whole_map=True)
+        return self._transfer_id
 
     def commit_sent(self, now_s: float) -> None:
         """Record that the pending transfer's frames went out at now_s (starts the time-out)."""
@@ -162,6 +292,8 @@ class CanBridgeCore:
         if outcome is None or outcome.status != TransferStatus.NO_ACK:
             return None
         self._pending = None
+        # Unanswered: the VCU may or may not have applied it; only a status frame tells.
+        self.map_in_doubt = self._status is None
         return self._count(FlashResult(
             FlashError.TIMEOUT, f'no acknowledgement from the VCU within '
             f'{self.sender.ack_timeout_s:g} s; the last good map stays active', self.active_map))
@@ -174,10 +306,22 @@ class CanBridgeCore:
 
     @property
     def active_is_default(self) -> bool:
-        """Whether the VCU applies the default map (as far as the bridge knows)."""
-        return self.active_map.origin == ORIGIN_DEFAULT or \
-            (self.active_map.torque_nm == self.default_map.torque_nm).all()
+        """Whether the VCU applies the default map: its table equals the default's exactly."""
+        return not self.map_in_doubt and np_equal(self.active_map.torque_nm,
+                                                  self.default_map.torque_nm)
 
     def _count(self, result: FlashResult) -> FlashResult:
         self.flash_counts[result.error.name] += 1
         return result
+
+
+def np_equal(a, b) -> bool:
+    """Whether two tables are equal value for value."""
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def _message(db: Database, name: str):
+    try:
+        return db.get_message_by_name(name)
+    except KeyError:
+        return None

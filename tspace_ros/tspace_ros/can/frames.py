@@ -108,20 +108,24 @@ def encode_vehicle_sample(db: Database, sample: Mapping[str, float],
 
 
 def encode_vcu_status(db: Database, state: int, active_map_version: int, alive_counter: int,
-                      faults: Iterable[str] = (), timestamp_s: float = 0.0) -> can.Message:
+                      faults: Iterable[str] = (), timestamp_s: float = 0.0,
+                      map_checksum: int = 0, map_fallback: bool = False) -> can.Message:
     """
     Encode the 10 Hz VcuStatus frame.
 
     state: a VcuState; active_map_version: 0..2**24-1; alive_counter: taken
-    modulo 16; faults: names from VCU_FAULTS that are active. ValueError for an
-    unknown state or fault, or a version out of range.
+    modulo 16; faults: names from VCU_FAULTS that are active; map_checksum: the
+    CRC-16 of the whole active map (``whole_map_checksum``); map_fallback: the
+    VCU went back to its default map on its own. ValueError for an unknown
+    state or fault, or a version out of range.
     """
     faults = set(faults)
     unknown = faults - set(VCU_FAULTS)
     if unknown:
         raise ValueError(f'unknown faults {sorted(unknown)} (known: {sorted(VCU_FAULTS)})')
     values = {'VcuState': int(VcuState(state)), 'VcuAliveCounter': int(alive_counter) % 16,
-              'ActiveMapVersion': int(active_map_version)}
+              'ActiveMapVersion': int(active_map_version),
+              'ActiveMapChecksum': int(map_checksum) & 0xFFFF, 'MapFallback': int(map_fallback)}
     values.update({signal: int(name in faults) for name, signal in VCU_FAULTS.items()})
     try:
         return _frame(db, MSG_VCU_STATUS, values, timestamp_s, saturate=False)

@@ -22,6 +22,20 @@ ignored; a repeated commit of a committed transfer gets the same answer again
 superseded or timed-out transfer gets STALE_TRANSFER_ID. The bridge must not
 reuse a transfer id among its last 16 (a counter modulo 256 will do).
 
+Every MapAck carries the CRC-16 of the VCU's *whole* active map
+(``whole_map_checksum``), and so does every VcuStatus: the bridge knows the map
+the VCU actually holds, not only the rows it sent.
+
+Two more frames make the vehicle side safe on its own:
+
+4. ``BridgeHeartbeat``, bridge -> VCU, every 100 ms: an alive counter (and the
+   version and checksum of the map the bridge believes active). The VCU
+   returns to its default map by itself when no heartbeat with a new counter
+   and no transfer frame came for its heartbeat time-out (``MapFallback`` in
+   VcuStatus says so), as an ECU does when its calibration master stops.
+5. ``MapRevert``, bridge -> VCU: switch back to the VCU's own default map (a
+   calibration page switch: no values travel); answered by MapAck, version 0.
+
 Time is passed in explicitly (``now_s``, any monotonic clock in s): nothing
 here sleeps or starts threads.
 """
@@ -38,6 +52,9 @@ import numpy as np
 
 from tspace_ros.can.dbc import Database, MSG_MAP_ACK, MSG_MAP_COMMIT, MSG_MAP_SEGMENT
 from tspace_ros.torque_map.map import ORIGIN_AGENT, TorqueMap
+
+MSG_BRIDGE_HEARTBEAT = 'BridgeHeartbeat'
+MSG_MAP_REVERT = 'MapRevert'
 
 VALUES_PER_SEGMENT = 3
 _TORQUE_SIGNALS = tuple(f'SegmentTorque{i}' for i in range(VALUES_PER_SEGMENT))
@@ -96,6 +113,24 @@ def map_checksum(raw_values) -> int:
     return Crc16CcittFalse.calc(data.astype('<i2').tobytes())
 
 
+def bus_torque_resolution_nm(db: Database) -> float:
+    """Return the torque step of MapSegment in this DBC, Nm (the scale of its torque signals)."""
+    return float(db.get_message_by_name(MSG_MAP_SEGMENT)
+                 .get_signal_by_name(_TORQUE_SIGNALS[0]).scale)
+
+
+def whole_map_checksum(torque_map: TorqueMap,
+                       resolution_nm: float = TORQUE_RESOLUTION_NM) -> int:
+    """
+    Return the CRC-16 of a whole map as the VCU holds it (MapAck and VcuStatus).
+
+    Every torque, row by row, column by column, as its raw bus value
+    round(torque / resolution), 16-bit little-endian two's complement.
+    """
+    raw = np.round(np.asarray(torque_map.torque_nm, dtype=np.float64) / resolution_nm)
+    return map_checksum(np.clip(raw, -32768, 32767).astype(np.int64))
+
+
 def _frame(message, values: dict) -> can.Message:
     data = message.encode(values, strict=True)
     return can.Message(arbitration_id=message.frame_id, is_extended_id=message.is_extended_frame,
@@ -118,7 +153,7 @@ class TransferOutcome:
     missing_segments:
         Segments the VCU lacked at commit (MISSING_SEGMENTS).
     vcu_checksum:
-        The checksum the VCU computed (0 if it did not get that far).
+        ``whole_map_checksum`` of the map the VCU applies after it (0 for NO_ACK).
 
     """
 
@@ -239,7 +274,11 @@ def encode_transfer(db: Database, torque_map: TorqueMap, row_start: int, row_cou
 
 def encode_ack(db: Database, transfer_id: int, status: TransferStatus, active_map_version: int,
                missing_segments: int = 0, vcu_checksum: int = 0) -> can.Message:
-    """Encode a MapAck frame (missing_segments saturates at 255)."""
+    """
+    Encode a MapAck frame (missing_segments saturates at 255).
+
+    vcu_checksum: ``whole_map_checksum`` of the VCU's active map after the commit.
+    """
     if status == TransferStatus.NO_ACK:
         raise ValueError("NO_ACK is the bridge's own outcome, never sent")
     return _frame(db.get_message_by_name(MSG_MAP_ACK), {
@@ -267,6 +306,28 @@ def decode_ack(db: Database, msg: can.Message) -> Optional[TransferOutcome]:
                            int(values['AckMissingSegments']), int(values['AckChecksum']))
 
 
+def encode_heartbeat(db: Database, alive_counter: int, map_version: int,
+                     map_checksum_value: int) -> can.Message:
+    """Encode a BridgeHeartbeat frame (the counter is taken modulo 16)."""
+    return _frame(db.get_message_by_name(MSG_BRIDGE_HEARTBEAT), {
+        'BridgeAliveCounter': int(alive_counter) % 16,
+        'BridgeMapVersion': int(map_version) % 2 ** 24,
+        'BridgeMapChecksum': int(map_checksum_value) & 0xFFFF})
+
+
+def encode_revert(db: Database, transfer_id: int) -> can.Message:
+    """Encode a MapRevert frame: the VCU returns to its own default map."""
+    if not 0 <= transfer_id <= 255:
+        raise ValueError(f'transfer id must be 0..255, got {transfer_id}')
+    return _frame(db.get_message_by_name(MSG_MAP_REVERT), {'RevertTransferId': transfer_id})
+
+
+def revert_transfer(db: Database, default_map: TorqueMap, transfer_id: int) -> MapTransfer:
+    """Return a MapTransfer that reverts the VCU to its default map (one MapRevert frame)."""
+    return MapTransfer(transfer_id, 0, 0, default_map.shape[0], whole_map_checksum(default_map),
+                       (), encode_revert(db, transfer_id), default_map)
+
+
 class TorqueMapSender:
     """
     The bridge's side: encode a transfer, then wait for its ack or time out.
@@ -288,8 +349,11 @@ class TorqueMapSender:
     def prepare(self, torque_map: TorqueMap, row_start: int, row_count: int, transfer_id: int,
                 map_version: int) -> MapTransfer:
         """Encode a transfer (see encode_transfer) and make it the pending one."""
-        transfer = encode_transfer(self.db, torque_map, row_start, row_count, transfer_id,
-                                   map_version)
+        return self.hold(encode_transfer(self.db, torque_map, row_start, row_count, transfer_id,
+                                         map_version))
+
+    def hold(self, transfer: MapTransfer) -> MapTransfer:
+        """Make an encoded transfer (or a revert) the pending one; return it."""
         self.pending = transfer
         self._deadline_s = None
         return transfer
@@ -346,42 +410,76 @@ class VcuMapReceiver:
 
     - ``bounds_check(proposed, current, row_start, row_count)`` returns None if
       the proposed map is within the VCU's bounds, else the reason (refusal
-      OUT_OF_BOUNDS). Values arrive quantized to 0.5 Nm: allow half a step.
+      OUT_OF_BOUNDS).
     - ``apply(new_map)`` makes the map active; an exception refuses the
       transfer with APPLY_FAILED and keeps the old map.
     - ``accepting()`` False refuses commits with BUSY (e.g. while in FAULT).
+
+    The VCU's own fallback: with ``heartbeat_timeout_s`` > 0, once a map other
+    than ``reference_map`` (the default, version 0) is active and no sign of
+    life came from the bridge for that long (a BridgeHeartbeat whose alive
+    counter changed, or any transfer frame), ``poll`` applies the reference
+    map again by itself, sets ``fallback_active`` (reported in VcuStatus) and
+    counts it in ``stats['fallbacks']``. A MapRevert does the same on request.
     """
 
     def __init__(self, db: Database, active_map: TorqueMap, active_version: int = 0,
                  bounds_check: Optional[BoundsCheck] = None,
                  apply: Optional[Callable[[TorqueMap], None]] = None,
                  accepting: Optional[Callable[[], bool]] = None,
-                 transfer_timeout_s: float = 1.0, remembered_transfers: int = 16):
+                 transfer_timeout_s: float = 1.0, remembered_transfers: int = 16,
+                 reference_map: Optional[TorqueMap] = None, heartbeat_timeout_s: float = 0.0):
         """Start with active_map (version active_version) and no open transfer."""
+        if not (math.isfinite(heartbeat_timeout_s) and heartbeat_timeout_s >= 0):
+            raise ValueError(f'heartbeat_timeout_s must be >= 0, got {heartbeat_timeout_s}')
         self.db = db
         self.active_map = active_map
         self.active_version = int(active_version)
+        self.reference_map = reference_map if reference_map is not None else active_map
         self.bounds_check = bounds_check
         self.apply = apply
         self.accepting = accepting
         self.transfer_timeout_s = float(transfer_timeout_s)
         self.remembered_transfers = int(remembered_transfers)
+        self.heartbeat_timeout_s = float(heartbeat_timeout_s)
+        self.fallback_active = False
         self.stats: Counter = Counter()
         self.last_message = ''
         self._open: Optional[_OpenTransfer] = None
+        self._alive_s: Optional[float] = None
+        self._alive_counter: Optional[int] = None
         # Closed transfer id -> (status, missing, checksum, closed by a commit).
         self._closed: 'OrderedDict[int, Tuple[TransferStatus, int, int, bool]]' = OrderedDict()
         self._segment = db.get_message_by_name(MSG_MAP_SEGMENT)
         self._commit = db.get_message_by_name(MSG_MAP_COMMIT)
+        self._heartbeat_id = _frame_id(db, MSG_BRIDGE_HEARTBEAT)
+        self._revert_id = _frame_id(db, MSG_MAP_REVERT)
         self._conversion = self._segment.get_signal_by_name(_TORQUE_SIGNALS[0]).conversion
+        self._checksum = whole_map_checksum(active_map)
 
     @property
     def open_transfer_id(self) -> Optional[int]:
         """Return the id of the transfer being collected, or None."""
         return None if self._open is None else self._open.transfer_id
 
+    @property
+    def active_checksum(self) -> int:
+        """Return ``whole_map_checksum`` of the active map (VcuStatus' ActiveMapChecksum)."""
+        return self._checksum
+
+    @property
+    def on_reference(self) -> bool:
+        """Whether the reference (default) map is active."""
+        return self.active_version == 0 and np.array_equal(self.active_map.torque_nm,
+                                                           self.reference_map.torque_nm)
+
+    def _set_active(self, torque_map: TorqueMap, version: int) -> None:
+        self.active_map, self.active_version = torque_map, int(version)
+        self._checksum = whole_map_checksum(torque_map)
+
     def _ack(self, transfer_id: int, status: TransferStatus, missing: int = 0,
-             checksum: int = 0, by_commit: bool = True, message: str = '') -> can.Message:
+             by_commit: bool = True, message: str = '') -> can.Message:
+        checksum = self._checksum
         self._closed[transfer_id] = (status, missing, checksum, by_commit)
         self._closed.move_to_end(transfer_id)
         while len(self._closed) > self.remembered_transfers:
@@ -391,15 +489,46 @@ class VcuMapReceiver:
         return encode_ack(self.db, transfer_id, status, self.active_version, missing, checksum)
 
     def poll(self, now_s: float) -> List[can.Message]:
-        """Drop the open transfer if it went quiet for transfer_timeout_s; return its ack."""
-        if self._open is None or now_s - self._open.last_frame_s < self.transfer_timeout_s:
-            return []
-        transfer_id = self._open.transfer_id
-        self._open = None
-        return [self._ack(transfer_id, TransferStatus.TIMED_OUT, by_commit=False)]
+        """
+        Let time pass to now_s; return the acks this produces.
+
+        Drops the open transfer if it went quiet for transfer_timeout_s, and
+        returns to the reference map once the bridge has been silent for the
+        heartbeat time-out.
+        """
+        acks = []
+        if self._open is not None and now_s - self._open.last_frame_s >= self.transfer_timeout_s:
+            transfer_id = self._open.transfer_id
+            self._open = None
+            acks.append(self._ack(transfer_id, TransferStatus.TIMED_OUT, by_commit=False))
+        if (self.heartbeat_timeout_s > 0 and self._alive_s is not None and
+                now_s - self._alive_s >= self.heartbeat_timeout_s and not self.on_reference):
+            silent = now_s - self._alive_s
+            if self._open is not None:
+                acks.append(self._ack(self._open.transfer_id, TransferStatus.TIMED_OUT,
+                                      by_commit=False))
+                self._open = None
+            self._revert()
+            self.fallback_active = True
+            self.stats['fallbacks'] += 1
+            self.last_message = (f'no sign of life from the bridge for {silent:.3g} s '
+                                 f'(time-out {self.heartbeat_timeout_s:g} s): back on the '
+                                 'default map')
+        return acks
+
+    def _revert(self) -> None:
+        if self.apply is not None:
+            try:
+                self.apply(self.reference_map)
+            except Exception:  # noqa: B902 - the reference map is the VCU's own: count it
+                self.stats['revert_apply_failed'] += 1
+        self._set_active(self.reference_map, 0)
+
+    def _alive(self, now_s: float) -> None:
+        self._alive_s = now_s
 
     def feed(self, msg: can.Message, now_s: float) -> List[can.Message]:
-        """Take one frame (others than segments and commits are ignored); return acks to send."""
+        """Take one frame (others than the bridge's are ignored); return acks to send."""
         acks = self.poll(now_s)
         try:
             if msg.is_error_frame or msg.is_remote_frame or msg.is_extended_id:
@@ -408,6 +537,9 @@ class VcuMapReceiver:
                 kind, message = 'segment', self._segment
             elif msg.arbitration_id == self._commit.frame_id:
                 kind, message = 'commit', self._commit
+            elif msg.arbitration_id in (self._heartbeat_id, self._revert_id):
+                kind = 'heartbeat' if msg.arbitration_id == self._heartbeat_id else 'revert'
+                message = self.db.get_message_by_frame_id(msg.arbitration_id)
             else:
                 return acks
             if len(msg.data) != message.length:
@@ -417,9 +549,36 @@ class VcuMapReceiver:
         except Exception:  # a malformed frame is counted, never raised
             self.stats['bad_frames'] += 1
             return acks
+        if kind == 'heartbeat':
+            counter = int(values['BridgeAliveCounter'])
+            self.stats['heartbeats'] += 1
+            if counter != self._alive_counter:
+                self._alive_counter = counter
+                self._alive(now_s)
+            else:
+                self.stats['stuck_heartbeats'] += 1
+            return acks
+        self._alive(now_s)
         if kind == 'segment':
             return acks + self._on_segment(values, now_s)
+        if kind == 'revert':
+            return acks + self._on_revert(values)
         return acks + [self._on_commit(values)]
+
+    def _on_revert(self, values: dict) -> List[can.Message]:
+        self.stats['reverts'] += 1
+        transfer_id = int(values['RevertTransferId'])
+        acks = []
+        if self._open is not None:
+            old = self._open.transfer_id
+            self._open = None
+            if old != transfer_id:
+                acks.append(self._ack(old, TransferStatus.SUPERSEDED, by_commit=False))
+        self._revert()
+        self.fallback_active = False
+        acks.append(self._ack(transfer_id, TransferStatus.ACCEPTED,
+                              message=f'transfer {transfer_id}: back on the default map'))
+        return acks
 
     def _on_segment(self, values: dict, now_s: float) -> List[can.Message]:
         self.stats['segments'] += 1
@@ -451,9 +610,9 @@ class VcuMapReceiver:
         version, checksum = int(values['CommitMapVersion']), int(values['CommitChecksum'])
         ack = TransferStatus
         if transfer_id in self._closed:
-            status, missing, crc, by_commit = self._closed[transfer_id]
+            status, missing, _, by_commit = self._closed[transfer_id]
             if by_commit:  # a retried commit: answer again, apply nothing
-                return self._ack(transfer_id, status, missing, crc)
+                return self._ack(transfer_id, status, missing)
             return self._ack(transfer_id, ack.STALE_TRANSFER_ID, by_commit=False)
         transfer = None
         if self._open is not None and self._open.transfer_id == transfer_id:
@@ -484,7 +643,7 @@ class VcuMapReceiver:
                         for r in range(first, first + count)], dtype=np.int64)
         computed = map_checksum(raw)
         if computed != checksum:
-            return self._ack(transfer_id, ack.CHECKSUM_MISMATCH, checksum=computed, message=(
+            return self._ack(transfer_id, ack.CHECKSUM_MISMATCH, message=(
                 f'transfer {transfer_id}: checksum 0x{computed:04x}, commit says '
                 f'0x{checksum:04x}'))
         table = np.array(self.active_map.torque_nm)
@@ -495,13 +654,22 @@ class VcuMapReceiver:
         if self.bounds_check is not None:
             reason = self.bounds_check(proposed, self.active_map, first, count)
             if reason:
-                return self._ack(transfer_id, ack.OUT_OF_BOUNDS, checksum=computed,
+                return self._ack(transfer_id, ack.OUT_OF_BOUNDS,
                                  message=f'transfer {transfer_id}: {reason}')
         if self.apply is not None:
             try:
                 self.apply(proposed)
             except Exception as error:  # the VCU keeps its map and reports why
-                return self._ack(transfer_id, ack.APPLY_FAILED, checksum=computed,
+                return self._ack(transfer_id, ack.APPLY_FAILED,
                                  message=f'transfer {transfer_id}: apply failed: {error}')
-        self.active_map, self.active_version = proposed, version
-        return self._ack(transfer_id, ack.ACCEPTED, checksum=computed)
+        self._set_active(proposed, version)
+        self.fallback_active = False
+        return self._ack(transfer_id, ack.ACCEPTED)
+
+
+def _frame_id(db: Database, name: str) -> Optional[int]:
+    """Return the frame id of a message, or None if the DBC lacks it."""
+    try:
+        return db.get_message_by_name(name).frame_id
+    except KeyError:
+        return None

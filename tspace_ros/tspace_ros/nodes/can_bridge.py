@@ -16,10 +16,14 @@ Topics (relative, so they follow the node's namespace, e.g. one per VIN):
 - with ``can_interface: ros_topic`` it talks to the vehicle over
   ``from_can_bus``/``to_can_bus`` (see TopicCanBus).
 
-Safety: every map passes the gate before it is encoded; on deactivate,
-shutdown, error, or a watchdog expiry (no map and no heartbeat for
-``watchdog_timeout_s``) the default map is flashed back, and the log and
-diagnostics say so.
+Safety: every map passes the gate (``SafetyGate.admit``) before it is encoded,
+and only the action's rows of a goal are used; the bridge sets the map's
+origin. On deactivate, shutdown, error, a watchdog expiry (no map and no
+agent heartbeat for ``watchdog_timeout_s``, on by default) or a VCU whose map
+checksum is not the expected one, the VCU is reverted to its default map, and
+the log and diagnostics say so. While active, the bridge sends the VCU a
+heartbeat every 100 ms; when it stops (the process dies), the VCU returns to
+its default map by itself.
 """
 
 from collections import Counter
@@ -43,7 +47,7 @@ from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
-from tspace_ros.can.transfer import TORQUE_RESOLUTION_NM
+from tspace_ros.can.transfer import bus_torque_resolution_nm
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
                                          EpisodeControl, EXITED as EPISODE_EXITED)
@@ -61,6 +65,10 @@ from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
 import yaml
 
 STAGES = FlashTorqueMap.Feedback
+# Most frames read in one poll cycle (a flood waits for the next cycle).
+MAX_FRAMES_PER_POLL = 5000
+# How often the watchdog is checked, s (wall clock).
+WATCHDOG_CHECK_S = 0.05
 # Bits on the wire of a classic 8-byte frame with an 11-bit id, without stuffing.
 BITS_PER_FRAME = 111
 
@@ -95,9 +103,12 @@ class CanBridge(TspaceLifecycleNode):
         d('upper_bound', 1.0, 'Upper limit as a factor on the default map (>= 1).', (1.0, 10.0))
         d('rows_per_action', 4, 'Speed rows one action may change.', (1, 64))
         d('flash_timeout_s', 3.0, 'Time for the VCU to acknowledge a map, s.', (0.01, 600.0))
-        d('watchdog_timeout_s', 0.0,
-          'Restore the default map after this long without a map or heartbeat, s (0: off).',
-          (0.0, 86400.0))
+        d('watchdog_timeout_s', 5.0,
+          'Restore the default map after this long without a map or an agent heartbeat '
+          '(the agent sends one per window), s on the node clock (0: off).', (0.0, 86400.0))
+        d('shutdown_wait_s', 1.5,
+          'On shutdown, wait this long at most for the VCU to confirm the default map, s '
+          '(it falls back by itself once the heartbeat stops).', (0.0, 3.5))
         d('vehicle_offline_s', 2.0,
           'No frame for this long (wall clock) means the vehicle is offline, s.', (0.01, 600.0))
         d('republish_raw', False, 'Republish received frames on can/frames for recording.')
@@ -127,6 +138,8 @@ class CanBridge(TspaceLifecycleNode):
         self._flash_event = threading.Event()
         self._last_frame_wall = None
         self._raw = []
+        self._published_checksum = None
+        self._restoring = ''
         self._counts = Counter()
         self._window_latency_ms = []
         self._period_start = time.monotonic()
@@ -153,10 +166,9 @@ class CanBridge(TspaceLifecycleNode):
                 with open(p('signal_mapping_file'), encoding='utf-8') as stream:
                     mapping = SignalMapping.from_dicts(yaml.safe_load(stream))
             mapping.check_against(db)
-            # The VCU holds the bus's quantized values: rows flashed at a limit come back
-            # up to half a step beyond it, and stay in the next maps: tolerate that much.
+            # Maps travel in the bus's 0.5 Nm steps: the gate quantizes inside the limits.
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
-                              p('rows_per_action'), tolerance_nm=TORQUE_RESOLUTION_NM / 2)
+                              p('rows_per_action'), resolution_nm=bus_torque_resolution_nm(db))
             windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
                                     p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))
@@ -204,8 +216,13 @@ class CanBridge(TspaceLifecycleNode):
             self.create_subscription(Header, 'heartbeat', self._on_heartbeat, 10),
         ]
         self._publish_active_map()
-        self._timers = [self.create_timer(p('diagnostics_period_s'), self._publish_diagnostics,
-                                          clock=self._steady)]
+        # Diagnostics and the watchdog on timers of their own: nothing the poll loop meets
+        # (a flood, a stuck driver) delays them beyond one bounded poll cycle.
+        self._timers = [
+            self.create_timer(p('diagnostics_period_s'), self._publish_diagnostics,
+                              clock=self._steady, callback_group=MutuallyExclusiveCallbackGroup()),
+            self.create_timer(WATCHDOG_CHECK_S, self._check_watchdog, clock=self._steady,
+                              callback_group=MutuallyExclusiveCallbackGroup())]
         self.get_logger().info(
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
             f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
@@ -226,17 +243,17 @@ class CanBridge(TspaceLifecycleNode):
         return super().on_deactivate(state)
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        """Restore the default map if still connected, release, finalize."""
+        """Restore the default map if still connected (bounded wait), release, finalize."""
         self._stop_polling()
         if self.core is not None:
-            self._restore_default('shutting down')
+            self._restore_default('shutting down', self._param('shutdown_wait_s'))
         return super().on_shutdown(state)
 
     def on_error(self, state) -> TransitionCallbackReturn:
         """Restore the default map if possible, then release and go unconfigured."""
         self._stop_polling()
         if self.core is not None:
-            self._restore_default('after an error')
+            self._restore_default('after an error', self._param('shutdown_wait_s'))
         return super().on_error(state)
 
     def _stop_polling(self):
@@ -301,7 +318,9 @@ class CanBridge(TspaceLifecycleNode):
             core = self.core
             if core is None:
                 return
-            while True:
+            # A bounded batch per cycle: a flood of frames cannot hold the lock (and starve
+            # the watchdog, heartbeat and diagnostics) for ever; the rest waits a cycle.
+            for _ in range(MAX_FRAMES_PER_POLL):
                 try:
                     frame = self.bus.recv(timeout=0)
                 except Exception as error:  # noqa: B902 - a driver may raise anything
@@ -332,12 +351,7 @@ class CanBridge(TspaceLifecycleNode):
                     FlashError.VEHICLE_OFFLINE, f'no frame from the vehicle for '
                     f'{self._param("vehicle_offline_s"):g} s'))
             self._poll_episodes(now_s)
-            if self._watchdog.expired(now_s) and not core.active_is_default:
-                self.get_logger().warning(
-                    f'watchdog: no map or heartbeat for {self._watchdog.timeout_s:g} s, '
-                    'restoring the default map')
-                self._counts['watchdog_restores'] += 1
-                self._send_restore()
+            self._follow_vcu()
         for result in published:
             self._publish_window(result)
         if self._raw:
@@ -345,6 +359,48 @@ class CanBridge(TspaceLifecycleNode):
             batch.header.stamp = self.get_clock().now().to_msg()
             self._raw_pub.publish(batch)
             self._raw = []
+
+    def _follow_vcu(self):
+        """Send the heartbeat; follow what the VCU reports of its map (lock held)."""
+        core = self.core
+        heartbeat = core.heartbeat_frame(self._bus_now_s(), time.monotonic())
+        if heartbeat is not None:
+            try:
+                self._send_frames([heartbeat])
+                self._counts['heartbeats_sent'] += 1
+            except Exception as error:  # noqa: B902 - a driver may raise anything
+                self._counts['heartbeat_errors'] += 1
+                self.get_logger().error(f'sending the heartbeat failed: {error}',
+                                        throttle_duration_sec=5.0)
+        for event in core.take_vcu_events():
+            self._counts['vcu_events'] += 1
+            self.get_logger().warning(f'VCU: {event}')
+        if core.active_checksum != self._published_checksum:
+            self._publish_active_map()
+        if core.map_in_doubt and not core.flash_pending and \
+                time.monotonic() - self._commit_wall >= self._param('flash_timeout_s'):
+            self._counts['mismatch_reverts'] += 1
+            self._send_restore('map checksum mismatch')
+
+    def _check_watchdog(self):
+        """On its own timer: revert to the default map once the agent went silent."""
+        with self._lock:
+            if self.core is None or self._watchdog is None or self._poll_timer is None:
+                return
+            try:
+                if self._watchdog.expired(self._now_s()) and not self.core.active_is_default:
+                    self.get_logger().warning(
+                        f'watchdog: no map or agent heartbeat for {self._watchdog.timeout_s:g} '
+                        's, restoring the default map')
+                    self._counts['watchdog_restores'] += 1
+                    if self.core.flash_pending:
+                        self._settle(self.core.abandon(
+                            FlashError.CANCELED, 'superseded by the watchdog restore'))
+                    self._send_restore('watchdog')
+            except Exception as error:  # noqa: B902 - the watchdog must outlive any fault
+                self._counts['watchdog_errors'] += 1
+                self.get_logger().error(f'watchdog: {type(error).__name__}: {error}',
+                                        throttle_duration_sec=5.0)
 
     def _publish_window(self, result):
         if result.flagged_signals:
@@ -366,6 +422,11 @@ class CanBridge(TspaceLifecycleNode):
 
     def _settle(self, result: FlashResult):
         """Record a finished flash (called with the lock held)."""
+        if self._restoring:
+            self.get_logger().info(f'{self._restoring}: default map restored ({result.message})'
+                                   if result.success else f'{self._restoring}: restoring the '
+                                   f'default map failed: {result.message}')
+            self._restoring = ''
         if result.success:
             self._watchdog.feed(self._now_s())
             self._publish_active_map()
@@ -373,6 +434,7 @@ class CanBridge(TspaceLifecycleNode):
         self._flash_event.set()
 
     def _publish_active_map(self):
+        self._published_checksum = self.core.active_checksum
         self._map_pub.publish(torque_map_to_msg(self.core.active_map,
                                                 self.get_clock().now().nanoseconds))
 
@@ -400,9 +462,9 @@ class CanBridge(TspaceLifecycleNode):
                 return self._finish(goal_handle, FlashResult(
                     FlashError.REJECTED_BY_SAFETY_GATE, f'malformed map: {error}',
                     core.active_map))
-            whole = goal.map.changed_row_count == 0
+            # Only the rows the goal names, 1..rows_per_action of them; never the whole map.
             started = core.begin_flash(proposed, goal.map.changed_row_start,
-                                       goal.map.changed_row_count, whole_map=whole)
+                                       goal.map.changed_row_count)
             if isinstance(started, FlashResult):
                 self.get_logger().warning(f'flash rejected by the safety gate: '
                                           f'{started.message}')
@@ -454,47 +516,56 @@ class CanBridge(TspaceLifecycleNode):
                                                self.get_clock().now().nanoseconds)
         return out
 
-    def _send_restore(self):
-        """Begin restoring the default map (lock held); return the transfer or None."""
+    def _send_restore(self, why: str):
+        """Begin reverting the VCU to its default map (lock held); return the transfer."""
         started = self.core.begin_restore_default()
-        if isinstance(started, FlashResult):  # the default failing the gate is a config bug
-            self.get_logger().error(f'cannot restore the default map: {started.message}')
-            return None
+        self._restoring = why
         self._flash_event.clear()
         self._send_frames(started.frames)
         self.core.commit_sent(self._bus_now_s())
         self._commit_wall = time.monotonic()
         return started
 
-    def _restore_default(self, why: str):
-        """Flash the default map back and wait (bounded) for the VCU's answer."""
+    def _restore_default(self, why: str, wait_s: Optional[float] = None):
+        """
+        Revert the VCU to its default map and wait (bounded) for its answer.
+
+        wait_s: longest wait (default flash_timeout_s). No wait when the vehicle
+        sent nothing for vehicle_offline_s: nobody would answer, and the VCU
+        falls back by itself once the heartbeat stops.
+        """
         with self._lock:
             if self.core.active_is_default and not self.core.flash_pending:
                 return
             try:
-                started = self._send_restore()
+                self._send_restore(why)
             except Exception as error:  # noqa: B902 - a driver may raise anything
                 self.get_logger().error(f'{why}: restoring the default map failed: {error}')
                 return
-        if started is None:
+            offline = self._last_frame_wall is None or time.monotonic() - \
+                self._last_frame_wall > self._param('vehicle_offline_s')
+        if offline:
+            self.get_logger().warning(f'{why}: default map requested; the vehicle is silent, '
+                                      'so its VCU falls back on its own')
             return
-        deadline = time.monotonic() + self._param('flash_timeout_s')
+        wait_s = self._param('flash_timeout_s') if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            frame = self.bus.recv(timeout=0.02)
+            try:
+                frame = self.bus.recv(timeout=0.02)
+            except Exception as error:  # noqa: B902 - a driver may raise anything
+                self.get_logger().error(f'{why}: reading the bus failed: {error}')
+                return
             if frame is None:
                 continue
             with self._lock:
                 _, result = self.core.on_frame(frame)
-            if result is not None:
-                self.get_logger().info(f'{why}: default map restored ({result.message})'
-                                       if result.success else
-                                       f'{why}: the VCU refused the default map: '
-                                       f'{result.message}')
-                if result.success:
-                    self._publish_active_map()
-                return
-        self.get_logger().error(f'{why}: default map sent, no acknowledgement within '
-                                f'{self._param("flash_timeout_s"):g} s')
+                if result is not None:
+                    self._settle(result)  # logs '<why>: default map restored'
+                    return
+        self.get_logger().error(f'{why}: default map requested, no acknowledgement within '
+                                f'{wait_s:g} s (the VCU falls back on its own once the '
+                                'heartbeat stops)')
 
     # ---- episodes, heartbeat, diagnostics ----------------------------------------------------
 
@@ -587,6 +658,18 @@ class CanBridge(TspaceLifecycleNode):
                 **{f'flash_{name.lower()}': count
                    for name, count in self.core.flash_counts.items()},
                 'watchdog_restores': self._counts['watchdog_restores'],
+                'watchdog_timeout_s': self._watchdog.timeout_s,
+                'heartbeats_sent': self._counts['heartbeats_sent'],
+                'heartbeat_errors': self._counts['heartbeat_errors'],
+                'vcu_status_frames': self.core.vcu_counts['status'],
+                'vcu_bad_status': self.core.vcu_counts['bad_status'],
+                'vcu_fallbacks': self.core.vcu_counts['fallbacks'],
+                'vcu_map_mismatches': self.core.vcu_counts['map_mismatches'],
+                'vcu_map_checksum_expected': self.core.active_checksum,
+                'map_in_doubt': self.core.map_in_doubt,
+                'mismatch_reverts': self._counts['mismatch_reverts'],
+                'poll_errors': self._counts['poll_errors'],
+                'bus_errors': self._counts['bus_errors'],
             }
             offline = time.monotonic() - (self._last_frame_wall or 0.0) > \
                 self._param('vehicle_offline_s')

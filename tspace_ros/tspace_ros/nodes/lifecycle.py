@@ -170,14 +170,16 @@ def parameter_files() -> List[str]:
 def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
                        args: Optional[Sequence[str]] = None,
                        executor_class=SingleThreadedExecutor,
-                       shutdown_timeout_s: float = 10.0) -> int:
+                       shutdown_timeout_s: float = 4.0) -> int:
     """
     Spin one lifecycle node until it is finalized; SIGINT/SIGTERM shut it down cleanly.
 
     On a signal the node goes through its shutdown transition inside the
     executor (so on_shutdown can still talk to the vehicle, e.g. restore the
     default torque map) before rclpy shuts down; if that takes longer than
-    shutdown_timeout_s the process exits anyway with code 1.
+    shutdown_timeout_s the process exits anyway with code 1. The default (4 s)
+    is inside ``ros2 launch``'s 5 s between SIGINT and SIGTERM: a node always
+    ends by itself.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()

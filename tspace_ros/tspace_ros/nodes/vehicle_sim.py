@@ -57,6 +57,8 @@ from tspace_ros.vehicle import (BatteryEmptyError, drive_cycle, DriveCycleError,
 from tspace_ros.vehicle.can_vehicle import CanVehicle
 
 CLOCK_TOPIC = '/clock'
+VCU_HEARTBEAT_TIMEOUT_S = 0.5
+"""A vehicle VCU's time-out on the bridge's heartbeat, s (wall time)."""
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
 # Reliable keep-last: a reliable publisher serves best-effort subscribers too (rclpy's
@@ -102,6 +104,23 @@ def parse_utc_ns(text: str) -> int:
     return ns
 
 
+def vcu_heartbeat_timeout_s(p: dict) -> float:
+    """
+    Return the simulated VCU's heartbeat time-out, simulated s, from the node's parameters.
+
+    An explicit ``heartbeat_timeout_s`` is taken as it is. 0 (auto) is the
+    vehicle's 0.5 s in wall time: 0.5 x real_time_factor simulated seconds
+    (the simulation may run much faster than real time), at least four steps
+    (the VCU reads the bus once per step); as fast as possible (factor 0),
+    step_s x 1000 x 0.5.
+    """
+    if p['heartbeat_timeout_s'] > 0:
+        return float(p['heartbeat_timeout_s'])
+    factor = p['real_time_factor'] if p['real_time_factor'] > 0 else \
+        p['step_s'] / FASTEST_PERIOD_S
+    return max(VCU_HEARTBEAT_TIMEOUT_S * max(factor, 1.0), 4 * p['step_s'])
+
+
 def format_utc(ns: int) -> str:
     """Return an ISO-8601 UTC string (ms resolution) for ns since the Unix epoch."""
     moment = _EPOCH + datetime.timedelta(microseconds=ns // 1000)
@@ -142,6 +161,11 @@ class VehicleSim(TspaceLifecycleNode):
                                "The VCU's bound for incoming maps: at most this far below the "
                                'default map, Nm.', (0.1, 10000.0))
         self.declare_described('vehicle_id', '', "Vehicle id (VIN); '' = the vehicle file's.")
+        self.declare_described(
+            'heartbeat_timeout_s', 0.0,
+            "The VCU's own fallback: back to the default map after this much simulated time "
+            "without the bridge's heartbeat, s; 0 = auto: 0.5 s of wall time at the "
+            'real-time factor (0.5 x factor, at least 4 steps).', (0.0, 3600.0))
         self._vehicle = None
         self._bus = None
         self._clock_publisher = None
@@ -169,7 +193,7 @@ class VehicleSim(TspaceLifecycleNode):
         p = {name: self.get_parameter(name).value for name in (
             'vehicle_config', 'cycle', 'cycle_end_s', 'repeat_cycle', 'real_time_factor',
             'step_s', 'can_interface', 'can_channel', 'publish_clock', 'start_utc',
-            'torque_budget_nm', 'vehicle_id')}
+            'torque_budget_nm', 'vehicle_id', 'heartbeat_timeout_s')}
         errors = []
         start_ns = time.time_ns()
         if p['start_utc'].strip():
@@ -196,7 +220,8 @@ class VehicleSim(TspaceLifecycleNode):
                 sim = VehicleSimulation(params, cycle, default_map=default_map,
                                         repeat_cycle=p['repeat_cycle'])
                 vehicle = CanVehicle(sim, load_dbc(), start_ns,
-                                     torque_budget_nm=p['torque_budget_nm'])
+                                     torque_budget_nm=p['torque_budget_nm'],
+                                     heartbeat_timeout_s=vcu_heartbeat_timeout_s(p))
             except (OSError, ValueError) as error:  # VehicleConfigError is a ValueError
                 errors.append(f'cannot build the simulated vehicle: {error}')
         bus = None
@@ -366,6 +391,10 @@ class VehicleSim(TspaceLifecycleNode):
             'speed_error_rms_kph': f'{m.rms_speed_error_kph:.3f}',
             'speed_error_max_kph': f'{m.max_speed_error_kph:.3f}',
             'map_version': str(vehicle.active_version),
+            'map_checksum': str(vehicle.receiver.active_checksum),
+            'map_fallback': str(vehicle.receiver.fallback_active),
+            'vcu_fallbacks': str(vehicle.receiver.stats['fallbacks']),
+            'vcu_heartbeat_timeout_s': f'{vehicle.receiver.heartbeat_timeout_s:g}',
             'vcu_state': vehicle.state.name,
             'frames_sent': str(vehicle.frames_sent),
             'acks_sent': str(vehicle.acks_sent),

@@ -18,6 +18,7 @@ DEFAULT_PEDAL_BREAKPOINTS = (0.0, 0.02, 0.04, 0.08, 0.12, 0.16, 0.20, 0.24, 0.28
                              0.44, 0.50, 0.62, 0.74, 0.86, 1.0)
 
 ORIGIN_DEFAULT, ORIGIN_AGENT, ORIGIN_MANUAL = 0, 1, 2
+ORIGINS = (ORIGIN_DEFAULT, ORIGIN_AGENT, ORIGIN_MANUAL)
 
 
 class TorqueMapError(ValueError):
@@ -74,6 +75,13 @@ class TorqueMap:
                                  f'({speeds.size}, {pedals.size})')
         if not np.all(np.isfinite(torque)):
             raise TorqueMapError('torque values must be finite')
+        if self.origin not in ORIGINS:
+            raise TorqueMapError(f'origin must be one of {ORIGINS} (default, agent, manual), '
+                                 f'got {self.origin!r}')
+        if isinstance(self.policy_version, bool) or \
+                not isinstance(self.policy_version, (int, np.integer)) or self.policy_version < 0:
+            raise TorqueMapError(f'policy_version must be an integer >= 0, '
+                                 f'got {self.policy_version!r}')
         torque.setflags(write=False)
         object.__setattr__(self, 'speed_breakpoints_kph', speeds)
         object.__setattr__(self, 'pedal_breakpoints', pedals)
@@ -120,9 +128,21 @@ class TorqueMap:
     @classmethod
     def from_dict(cls, data: dict) -> 'TorqueMap':
         """Build a map from ``to_dict`` output or a config mapping; TorqueMapError if wrong."""
+        if not isinstance(data, dict):
+            raise TorqueMapError(f'a torque map is a mapping, got {type(data).__name__}')
         missing = {'speed_breakpoints_kph', 'pedal_breakpoints', 'torque_nm'} - set(data)
         if missing:
             raise TorqueMapError(f'torque map lacks {sorted(missing)}')
-        return cls(data['speed_breakpoints_kph'], data['pedal_breakpoints'], data['torque_nm'],
-                   str(data.get('vehicle_id', '')), int(data.get('policy_version', 0)),
-                   int(data.get('origin', ORIGIN_DEFAULT)))
+        try:
+            version = data.get('policy_version', 0)
+            origin = data.get('origin', ORIGIN_DEFAULT)
+            if isinstance(version, bool) or isinstance(origin, bool) or \
+                    not float(version).is_integer() or not float(origin).is_integer():
+                raise ValueError('policy_version and origin must be integers')
+            return cls(data['speed_breakpoints_kph'], data['pedal_breakpoints'],
+                       data['torque_nm'], str(data.get('vehicle_id', '')), int(version),
+                       int(origin))
+        except TorqueMapError:
+            raise
+        except (TypeError, ValueError, OverflowError) as error:
+            raise TorqueMapError(f'torque map: {error}') from None

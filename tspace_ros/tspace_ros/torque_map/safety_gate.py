@@ -24,7 +24,17 @@ current map, for an action on rows [row_start, row_start + row_count):
   tolerance).
 
 A tolerance (default 1e-3 Nm) absorbs float32 rounding of maps that travel
-as ROS messages; the VCU's own check must also allow half the bus resolution.
+as ROS messages.
+
+``admit`` is the one way to the vehicle. It checks the proposal with the rules
+above, then builds the map the vehicle will hold: the *current* map with only
+the action's rows taken from the proposal (the client's other rows are
+checked, never used), those rows quantized to the vehicle link's resolution
+(``resolution_nm``, e.g. 0.5 Nm on the CAN transfer) by rounding to the
+nearest step that stays inside the limits, and checks that map's values again
+with no tolerance at all: what passes the gate is within the limits on the
+bus too. Its origin is the gate's verdict, never the client's word:
+ORIGIN_DEFAULT exactly when the table equals the default's, else ORIGIN_AGENT.
 """
 
 from dataclasses import dataclass
@@ -34,7 +44,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from tspace_ros.torque_map.map import TorqueMap
+from tspace_ros.torque_map.map import ORIGIN_AGENT, ORIGIN_DEFAULT, TorqueMap
+
+# Float noise allowed in the strict check of an admitted map, Nm (not a tolerance).
+_EXACT_NM = 1e-9
 
 
 class GateRule(str, Enum):
@@ -100,14 +113,20 @@ class SafetyGate:
 
     def __init__(self, default_map: TorqueMap, torque_budget_nm: float = 250.0,
                  upper_bound: float = 1.0, rows_per_action: int = 4,
-                 tolerance_nm: float = 1e-3):
+                 tolerance_nm: float = 1e-3, resolution_nm: float = 0.0):
         """
         Fix the default map and the limits.
 
         torque_budget_nm: how far below the default a value may go, Nm (> 0).
         upper_bound: see the module docstring (>= 1; 1.0 = never above the
         default). rows_per_action: most rows one action may change.
+        resolution_nm: the vehicle link's torque step (0: values travel exact).
         """
+        if not (math.isfinite(resolution_nm) and resolution_nm >= 0):
+            raise ValueError(f'resolution_nm must be >= 0, got {resolution_nm}')
+        if not (math.isfinite(tolerance_nm) and tolerance_nm >= 0):
+            raise ValueError(f'tolerance_nm must be >= 0, got {tolerance_nm}')
+        self.resolution_nm = float(resolution_nm)
         if not 1 <= rows_per_action <= default_map.shape[0]:
             raise ValueError(f'rows_per_action must be 1..{default_map.shape[0]}, '
                              f'got {rows_per_action}')
@@ -132,7 +151,8 @@ class SafetyGate:
         pedal = self.default_map.pedal_breakpoints[col]
         return f'row {row} ({speed:g} km/h), column {col} (pedal {pedal:g})'
 
-    def _value_failures(self, torque: np.ndarray) -> list:
+    def _value_failures(self, torque: np.ndarray, tolerance_nm: Optional[float] = None) -> list:
+        tolerance = self.tolerance_nm if tolerance_nm is None else tolerance_nm
         failures = []
         finite = np.isfinite(torque)
         if not finite.all():
@@ -140,7 +160,7 @@ class SafetyGate:
             failures.append((GateRule.FINITE, f'{int((~finite).sum())} non-finite values, '
                              f'first at {self._place(r, c)}'))
         safe = np.where(finite, torque, 0.0)
-        below = finite & (safe < self.lower_nm - self.tolerance_nm)
+        below = finite & (safe < self.lower_nm - tolerance)
         if below.any():
             excess = np.where(below, self.lower_nm - safe, 0.0)
             r, c = np.unravel_index(np.argmax(excess), excess.shape)
@@ -148,7 +168,7 @@ class SafetyGate:
                 f'{int(below.sum())} values below default - {self.torque_budget_nm:g} Nm; '
                 f'worst {safe[r, c]:.3f} Nm < {self.lower_nm[r, c]:.3f} Nm at '
                 f'{self._place(r, c)}')))
-        above = finite & (safe > self.upper_nm + self.tolerance_nm)
+        above = finite & (safe > self.upper_nm + tolerance)
         if above.any():
             excess = np.where(above, safe - self.upper_nm, 0.0)
             r, c = np.unravel_index(np.argmax(excess), excess.shape)
@@ -201,3 +221,45 @@ class SafetyGate:
             return GateResult(((GateRule.SHAPE, text),))
         return GateResult(tuple(self._value_failures(
             np.asarray(proposed.torque_nm, dtype=np.float64))))
+
+    def quantize(self, torque_nm: np.ndarray, rows: slice) -> np.ndarray:
+        """
+        Return rows of a table rounded to resolution_nm, kept inside the limits.
+
+        Each value goes to the nearest multiple of the resolution; one that
+        would land beyond a limit goes one step inwards instead (where the
+        limits leave no multiple between them, it stays outside and the
+        strict check refuses it). Without a resolution the rows are returned
+        as they are.
+        """
+        values = np.asarray(torque_nm, dtype=np.float64)
+        if self.resolution_nm == 0:
+            return values.copy()
+        step = self.resolution_nm
+        lower, upper = self.lower_nm[rows], self.upper_nm[rows]
+        q = np.round(values / step) * step
+        q = np.where(q < lower - _EXACT_NM, q + step, q)
+        return np.where(q > upper + _EXACT_NM, q - step, q)
+
+    def admit(self, proposed: TorqueMap, current: TorqueMap, row_start: int,
+              row_count: int) -> Tuple[GateResult, Optional[TorqueMap]]:
+        """
+        Return (verdict, the map to send) for an action on rows [row_start, +row_count).
+
+        The map to send is None unless every rule passed; see the module
+        docstring for how it is built and checked.
+        """
+        verdict = self.check(proposed, current, row_start, row_count)
+        if not verdict.ok:
+            return verdict, None
+        rows = slice(row_start, row_start + row_count)
+        table = np.array(current.torque_nm, dtype=np.float64)
+        table[rows] = self.quantize(np.asarray(proposed.torque_nm)[rows], rows)
+        failures = self._value_failures(table, _EXACT_NM)
+        if failures:
+            return GateResult(tuple(
+                (rule, f'after quantization to {self.resolution_nm:g} Nm: {text}')
+                for rule, text in failures)), None
+        origin = ORIGIN_DEFAULT if np.array_equal(table, self.default_map.torque_nm) \
+            else ORIGIN_AGENT
+        return verdict, current.with_torque(table, proposed.policy_version, origin)

@@ -39,11 +39,17 @@ R (K/W) to coolant at ``AMBIENT_C`` (25 degC); all start at ambient:
 Losses are integrated once per sample (``dT = dt / C x (P - (T - T_amb) / R)``).
 The 12 V supply is constant at ``SUPPLY_VOLTAGE_V`` (DC/DC converter).
 
+The VCU's own fallback: once a map other than the default is active and the
+bridge has been silent for ``heartbeat_timeout_s`` of simulated time (no
+BridgeHeartbeat with a new alive counter, no transfer frame), the VCU applies
+its default map again by itself and reports ``MapFallback`` in VcuStatus
+(which also carries the CRC of the whole active map). The simulated clock
+stands still once the cycle has ended, and so does this time-out.
+
 The VCU's own check of incoming maps (refusal OUT_OF_BOUNDS): every value of
 the transferred rows within ``torque_limits(default, torque_budget_nm,
 upper_bound)`` (the safety gate's limits around the vehicle's default map),
-widened by half the bus resolution (0.25 Nm), since the transfer quantizes
-values to 0.5 Nm.
+exactly: the bridge quantizes to the bus's 0.5 Nm inside those limits.
 """
 
 from dataclasses import dataclass
@@ -128,16 +134,20 @@ class CanVehicle:
         The VCU's bounds for incoming maps (see the module docstring).
     transfer_timeout_s:
         Simulated seconds after which the VCU drops a transfer that went quiet.
+    heartbeat_timeout_s:
+        Simulated seconds of silence from the bridge after which the VCU goes
+        back to its default map by itself (0: never).
 
     """
 
-    QUANTIZATION_SLACK_NM = 0.25
-    """Half the 0.5 Nm bus resolution of MapSegment torques."""
+    BOUNDS_SLACK_NM = 1e-6
+    """Float noise allowed by the VCU's bounds check, Nm (the bridge sends exact steps)."""
 
     def __init__(self, sim: VehicleSimulation, db: Optional[Database] = None,
                  start_utc_ns: int = 0, status_rate_hz: float = 10.0,
                  diagnostics_rate_hz: float = 1.0, torque_budget_nm: float = 250.0,
-                 upper_bound: float = 1.0, transfer_timeout_s: float = 1.0):
+                 upper_bound: float = 1.0, transfer_timeout_s: float = 1.0,
+                 heartbeat_timeout_s: float = 0.5):
         """Set up the bus side of the simulation; no frame is produced yet."""
         if isinstance(start_utc_ns, bool) or not isinstance(start_utc_ns, (int, np.integer)) \
                 or start_utc_ns < 0:
@@ -159,7 +169,8 @@ class CanVehicle:
                                                      self.upper_bound)
         self.receiver = VcuMapReceiver(
             self.db, sim.vcu.active_map, sim.vcu.map_version, bounds_check=self._bounds_check,
-            apply=sim.vcu.set_map, transfer_timeout_s=transfer_timeout_s)
+            apply=sim.vcu.set_map, transfer_timeout_s=transfer_timeout_s,
+            reference_map=default, heartbeat_timeout_s=heartbeat_timeout_s)
         self.motor_thermal = ThermalMass(0.02, 15_000.0)
         self.inverter_thermal = ThermalMass(0.03, 2_000.0)
         self.battery_thermal = ThermalMass(0.02, 450_000.0)
@@ -251,7 +262,9 @@ class CanVehicle:
                                                           self._next_status, t_end)
         for t in status_times:
             frame = encode_vcu_status(db, self._state_at(t), self.active_version,
-                                      self.alive_counter, (), self.timestamp_s(t))
+                                      self.alive_counter, (), self.timestamp_s(t),
+                                      self.receiver.active_checksum,
+                                      self.receiver.fallback_active)
             self.alive_counter = (self.alive_counter + 1) % 16
             timed.append((t, 1, frame))
         diagnostic_times, self._next_diagnostics = _periodic_times(
@@ -298,7 +311,7 @@ class CanVehicle:
         """Return None if the transferred rows are within the VCU's bounds, else why not."""
         rows = slice(row_start, row_start + row_count)
         torque = np.asarray(proposed.torque_nm, dtype=np.float64)[rows]
-        slack = self.QUANTIZATION_SLACK_NM + 1e-6
+        slack = self.BOUNDS_SLACK_NM
         lower, upper = self.lower_nm[rows] - slack, self.upper_nm[rows] + slack
         below, above = torque < lower, torque > upper
         if not (below.any() or above.any()):
@@ -311,6 +324,6 @@ class CanVehicle:
                        ('above the upper', self.upper_nm))
         return (f'{int(below.sum() + above.sum())} values outside the VCU bounds '
                 f'(default - {self.torque_budget_nm:g} Nm .. default + ({self.upper_bound:g} '
-                f'- 1) x |default|, +-{self.QUANTIZATION_SLACK_NM} Nm); worst '
+                f'- 1) x |default|); worst '
                 f'{torque[r, c]:.2f} Nm {side} limit {limit[row_start + r, c]:.2f} Nm at row '
                 f'{row_start + r} ({speed:g} km/h), column {c} (pedal {pedal:g})')
