@@ -10,7 +10,8 @@ such. The test suite runs bounded versions of the same properties
 (hypothesis); long runs belong here.
 
 Run after ``scripts/bootstrap``:
-``source scripts/env.sh && python bench/fault_suite.py [--cases N] [--seed S] [--only frames,bags]``.
+``source scripts/env.sh && python bench/fault_suite.py [--cases N] [--seed S]
+[--only frames,bags]``.
 Exits 1 when any case escaped or lost data.
 """
 

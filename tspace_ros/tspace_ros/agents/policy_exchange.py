@@ -175,51 +175,66 @@ def _write_npz(entries: Iterable[Tuple[str, np.ndarray]]) -> bytes:
 
 
 def _read_npz(data: bytes, what: str, max_bytes: int) -> Dict[str, np.ndarray]:
-    """Read every entry of an .npz archive without pickle; raise PolicyError on any fault."""
+    """
+    Read every entry of an .npz archive without pickle; raise PolicyError on any fault.
+
+    Sizes are checked before anything is decompressed: the number of entries,
+    the uncompressed sizes the zip directory declares, and then, since a
+    directory can lie, every entry is read with a hard cap of what is left of
+    max_bytes (a zip bomb stops at the cap, its CRC never reached). Each
+    entry must be a plain .npy array (no Python objects).
+    """
     if not data:
         raise PolicyError(f'{what} are empty')
+    result: Dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-            NotImplementedError, RuntimeError) as error:
-        raise PolicyError(f'{what} are not a valid npz archive '
-                          f'(truncated or garbage): {error}') from None
-    if bad is not None:
-        raise PolicyError(f'{what}: entry {bad!r} of the npz archive is corrupt')
-    if len(infos) > MAX_ENTRIES:
-        raise PolicyError(f'{what}: {len(infos)} npz entries, at most {MAX_ENTRIES} allowed')
-    names = [info.filename for info in infos]
-    if len(set(names)) != len(names):
-        raise PolicyError(f'{what}: the npz archive has duplicate entries')
-    total = sum(info.file_size for info in infos)
-    if total > max_bytes:
-        raise PolicyError(f'{what}: {total} bytes uncompressed, more than the limit '
-                          f'of {max_bytes}')
-    for name in names:
-        if not name.endswith('.npy'):
-            raise PolicyError(f'{what}: npz entry {name!r} is not an .npy array')
-    result: Dict[str, np.ndarray] = {}
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            for key in npz.files:
-                try:
-                    result[key] = npz[key]
-                except ValueError as error:
-                    if 'pickle' in str(error) or 'Object arrays' in str(error):
-                        raise PolicyError(f'{what}: entry {key!r} holds Python objects '
-                                          '(pickled data); refused') from None
-                    raise
+            if len(infos) > MAX_ENTRIES:
+                raise PolicyError(f'{what}: {len(infos)} npz entries, at most {MAX_ENTRIES} '
+                                  'allowed')
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):
+                raise PolicyError(f'{what}: the npz archive has duplicate entries')
+            for name in names:
+                if not name.endswith('.npy'):
+                    raise PolicyError(f'{what}: npz entry {name!r} is not an .npy array')
+            total = sum(info.file_size for info in infos)
+            if total > max_bytes:
+                raise PolicyError(f'{what}: {total} bytes uncompressed, more than the limit '
+                                  f'of {max_bytes}')
+            left = max_bytes
+            for info in infos:
+                with archive.open(info) as member:
+                    raw = member.read(left + 1)
+                if len(raw) > left:
+                    raise PolicyError(f'{what}: npz entry {info.filename!r} decompresses to '
+                                      f'more than the limit of {max_bytes} bytes')
+                left -= len(raw)
+                key = info.filename[:-len('.npy')]
+                result[key] = _read_npy(raw, key, what)
     except PolicyError:
         raise
     except Exception as error:  # noqa: B902 - any fault of untrusted input is a PolicyError
-        raise PolicyError(f'{what} are not a valid npz archive: '
+        raise PolicyError(f'{what} are not a valid npz archive (truncated or garbage): '
                           f'{type(error).__name__}: {error}') from None
-    for key, arr in result.items():
-        if arr.dtype.hasobject:
-            raise PolicyError(f'{what}: entry {key!r} holds Python objects; refused')
     return result
+
+
+def _read_npy(raw: bytes, name: str, what: str) -> np.ndarray:
+    """Parse one .npy entry; PolicyError unless it is a plain numeric (or text) array."""
+    try:
+        array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except ValueError as error:
+        if 'pickle' in str(error) or 'Object arrays' in str(error):
+            raise PolicyError(f'{what}: entry {name!r} holds Python objects (pickled data); '
+                              'refused') from None
+        raise PolicyError(f'{what}: entry {name!r} is not an .npy array: {error}') from None
+    if not isinstance(array, np.ndarray) or array.dtype.hasobject or \
+            array.dtype.kind not in 'biufU':
+        raise PolicyError(f'{what}: entry {name!r} is not a numeric array '
+                          f'(dtype {getattr(array, "dtype", type(array).__name__)})')
+    return array
 
 
 def _manifest_text(entries: Mapping[str, np.ndarray], what: str) -> str:

@@ -170,6 +170,7 @@ class Agent(TspaceLifecycleNode):
                         'bad_windows': 0,
                         'inference_errors': 0, 'policy_updates': 0, 'policy_rejected': 0}
         self._last_problem = ''
+        self._rejections = {}
         self._latency_ms = []
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -207,11 +208,14 @@ class Agent(TspaceLifecycleNode):
                 raise PolicyError(f'version {blob.version} is not newer than the installed '
                                   f'{self._actor_version}')
             self._install(blob, 'policy/update')
-        except PolicyError as error:
+        except Exception as error:  # noqa: B902 - no update may stop the agent
+            # A PolicyError is a diagnosed refusal; anything else is a defect, still counted.
+            reason = 'invalid' if isinstance(error, PolicyError) else type(error).__name__
             self._counts['policy_rejected'] += 1
-            self._last_problem = f'policy update rejected: {error}'
+            self._rejections[reason] = self._rejections.get(reason, 0) + 1
+            self._last_problem = f'policy update rejected ({reason}): {error}'
             self.get_logger().error(f'{self._last_problem}; keeping version '
-                                    f'{self._actor_version}')
+                                    f'{self._actor_version}', throttle_duration_sec=5.0)
 
     def _on_active_map(self, msg: TorqueMapMsg):
         if self._mapper is None:
@@ -347,6 +351,7 @@ class Agent(TspaceLifecycleNode):
         latencies = sorted(self._latency_ms)
         self._latency_ms = []
         values = dict(self._counts)
+        values.update({f'policy_rejected_{k}': v for k, v in self._rejections.items()})
         values.update({
             'policy_version': self._actor_version if self._actor_version is not None else '-',
             'mode': self._param('mode'),
