@@ -21,6 +21,16 @@ if 'ROS_HOME' not in os.environ:
     os.environ['ROS_HOME'] = tempfile.mkdtemp(prefix='tspace_ros_test_home_')
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(os.environ['ROS_HOME'], 'log'))
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is pinned in requirements.txt
+    pass
+else:
+    # No example database: nothing is written into the source tree (the build's input hash
+    # covers it), and a failure prints the example it found instead.
+    _hypothesis_settings.register_profile('tspace', database=None, print_blob=True)
+    _hypothesis_settings.load_profile('tspace')
+
 
 def pytest_report_header(config):
     """Say which MongoDB the storage tests run against (never the URI: it holds a password)."""

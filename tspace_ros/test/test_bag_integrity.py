@@ -273,8 +273,9 @@ def _damage(data: bytes, damage) -> bytes:
     data = bytearray(data)
     if kind == 'flip payload':
         at = data.find(f'payload-{where:03d}-'.encode())
-        at = at if at >= 0 else 0
-        data[at + 5] ^= value
+        at = at + 5 if at >= 0 else 0
+        if at < len(data):
+            data[at] ^= value
     elif kind == 'flip' and data:
         data[int(where * len(data))] ^= value
     elif kind == 'truncate':

@@ -103,6 +103,8 @@ def test_frames_clock_and_flashes_over_topics(tmp_path):
     clocks, diagnostics = [], []
     with NodeProcess(MODULE, tmp_path / 'vehicle_sim.log', [
             '-r', '__node:=vehicle_sim_under_test', '-p', 'real_time_factor:=0.0',
+            # This bridge side sends no heartbeat: keep the VCU's own fallback out of it.
+            '-p', 'heartbeat_timeout_s:=3600.0',
             '-p', f'start_utc:={START}']) as process, RosContext() as ros:
         bridge = BridgeSide(ros)
         clock_sub = bridge.node.create_subscription(Clock, '/clock', clocks.append, RELIABLE)
