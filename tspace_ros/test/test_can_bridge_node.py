@@ -337,6 +337,58 @@ def test_episodes_from_the_service_and_the_udp_hmi_stamp_windows(tmp_path):
     assert f'episode {started.episode_id} discarded' in process.output()
 
 
+def _diagnostic_values(arrays):
+    """Return the key/values of the latest bridge status in a list of DiagnosticArrays."""
+    for array in reversed(arrays):
+        for status in array.status:
+            if 'CAN bridge' in status.name:
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def test_hostile_hmi_datagrams_never_stop_the_bridge_and_are_in_diagnostics(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    with bridge(tmp_path, 'bridge_hmi_fuzz', f'hmi_udp_port:={port}',
+                'diagnostics_period_s:=0.2') as process, RosContext() as ros:
+        h = Harness(ros, 'bridge_hmi_fuzz')
+        diagnostics = []
+        ros.node('diag_probe').create_subscription(DiagnosticArray, '/diagnostics',
+                                                   diagnostics.append, 100)
+        assert h.lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+        assert h.lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert h.until(lambda: h.windows)
+        hostile = [b'{"status": ["begin"]}', b'{"status": {"a": 1}}', b'[' * 4000,
+                   b'{"status": ' + b'[' * 1500 + b']' * 1500 + b'}', b'\xff' * 10,
+                   b'x' * 9000, b'{"status": 7}', b'null']
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hmi:
+            for _ in range(40):  # a flood of 320 hostile datagrams
+                for payload in hostile:
+                    hmi.sendto(payload, ('127.0.0.1', port))
+            count = len(h.windows)
+            # The bridge goes on: windows keep coming.
+            assert h.until(lambda: len(h.windows) >= count + 3), process.output()
+            # A valid HMI command after the flood still starts an episode; it also carries
+            # the kernel's count of the datagrams dropped on the full queue (SO_RXQ_OVFL).
+            hmi.sendto(json.dumps({'status': 'begin'}).encode(), ('127.0.0.1', port))
+            assert h.until(lambda: h.windows[-1].episode_id != ''), process.output()
+
+            def hmi_values():
+                return {k: int(v) for k, v in _diagnostic_values(diagnostics).items()
+                        if k.startswith('hmi_') and v.lstrip('-').isdigit()}
+            # Every datagram is accounted for: received (and rejected by reason) or dropped.
+            assert h.until(lambda: hmi_values().get('hmi_accepted') == 1), hmi_values()
+            values = hmi_values()
+            assert values['hmi_received'] + values['hmi_kernel_drops'] == 321, values
+            assert values['hmi_rejected'] == values['hmi_received'] - 1
+            assert values['hmi_rejected_bad_status_type'] > 0
+            assert values['hmi_rejected_too_deep'] > 0
+            assert values['hmi_rejected_too_large'] > 0
+            assert values['hmi_errors'] == 0
+        assert process.wait(0.0) is None  # still running
+
+
 def test_unavailable_interface_fails_configure_and_the_node_lives_on(tmp_path):
     with bridge(tmp_path, 'bridge_kvaser', 'can_interface:=kvaser',
                 'can_channel:=0') as process, RosContext() as ros:

@@ -15,6 +15,10 @@ runs, so the last windows belong to it; then the episode is stored. "end
 invalid" discards it. "exit" from a running episode discards it, from an ending
 one completes it first. A command that makes no sense in the current state is
 refused with a message and changes nothing. Time is passed in explicitly (UTC ns).
+
+Episode ids (the UTC start to the millisecond) are unique within a control: an
+episode always starts at least 1 ms after the previous one, even when several
+commands arrive at the same instant.
 """
 
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ UNCONFIGURED, IDLE, RUNNING, ENDING, EXITED = 0, 1, 2, 3, 4
 
 COMMAND_NAMES = {START: 'START', END_VALID: 'END_VALID', END_INVALID: 'END_INVALID',
                  EXIT: 'EXIT', CONFIGURE: 'CONFIGURE'}
+ID_RESOLUTION_NS = 1_000_000  # episode ids name the start to the millisecond
 STATE_NAMES = {UNCONFIGURED: 'unconfigured', IDLE: 'idle', RUNNING: 'running',
                ENDING: 'ending', EXITED: 'exited'}
 
@@ -63,6 +68,7 @@ class EpisodeControl:
     episode: Optional[Episode] = None
     finished: List[Episode] = field(default_factory=list)
     _ending_deadline_ns: int = 0
+    _last_start_ns: Optional[int] = None
 
     def __post_init__(self):
         """Reject a negative countdown."""
@@ -111,8 +117,15 @@ class EpisodeControl:
             if self.state != IDLE:
                 return self._refuse(f'cannot START while {self.state_name}: '
                                     f'episode {self.episode_id} is not finished')
-            self.episode = Episode(self.vehicle_id, self.driver_id, episode_id_for(now_ns),
-                                   now_ns)
+            # Ids are unique: several commands handled at one instant (one poll cycle, a
+            # clock that stands still or steps back) still start strictly later episodes,
+            # at least one id step (1 ms) apart.
+            start_ns = int(now_ns)
+            if self._last_start_ns is not None:
+                start_ns = max(start_ns, self._last_start_ns + ID_RESOLUTION_NS)
+            self._last_start_ns = start_ns
+            self.episode = Episode(self.vehicle_id, self.driver_id, episode_id_for(start_ns),
+                                   start_ns)
             self.state = RUNNING
             return self._accept('started')
         if self.state == IDLE:
@@ -145,7 +158,7 @@ class EpisodeControl:
         return finished
 
     def _finish(self, end_ns: int, outcome: str) -> None:
-        self.episode.end_ns = end_ns
+        self.episode.end_ns = max(int(end_ns), self.episode.start_ns)  # never before its start
         self.episode.outcome = outcome
         self.finished.append(self.episode)
         self.episode = None
@@ -159,5 +172,6 @@ class EpisodeControl:
 
 def episode_id_for(start_ns: int) -> str:
     """Return an episode id from its UTC start: ``20261121T184300.123Z``."""
-    start = datetime.datetime.fromtimestamp(start_ns / 1e9, datetime.timezone.utc)
-    return start.strftime('%Y%m%dT%H%M%S.') + f'{start.microsecond // 1000:03d}Z'
+    seconds, rest_ns = divmod(int(start_ns), 1_000_000_000)  # integers: exact to the ns
+    start = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return start.strftime('%Y%m%dT%H%M%S.') + f'{rest_ns // ID_RESOLUTION_NS:03d}Z'

@@ -617,7 +617,14 @@ class CanBridge(TspaceLifecycleNode):
     def _poll_episodes(self, now_s):
         self._episodes.tick(round(now_s * 1e9))
         if self._hmi is not None:
-            for code in self._hmi.poll():
+            try:
+                codes = self._hmi.poll()  # never raises; bounded per poll, rate-limited
+            except Exception as error:  # noqa: B902 - the HMI never stops the bridge
+                self._counts['hmi_errors'] += 1
+                self.get_logger().error(f'HMI poll failed: {error!r}',
+                                        throttle_duration_sec=5.0)
+                codes = []
+            for code in codes:
                 answer = self._episodes.command(code, round(now_s * 1e9))
                 self.get_logger().info(f'HMI command {code}: {answer.message}')
         self._sync_episode()
@@ -670,6 +677,8 @@ class CanBridge(TspaceLifecycleNode):
                 'mismatch_reverts': self._counts['mismatch_reverts'],
                 'poll_errors': self._counts['poll_errors'],
                 'bus_errors': self._counts['bus_errors'],
+                'hmi_errors': self._counts['hmi_errors'],
+                **(self._hmi.diagnostics() if self._hmi is not None else {}),
             }
             offline = time.monotonic() - (self._last_frame_wall or 0.0) > \
                 self._param('vehicle_offline_s')
