@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from storage_support import (
     make_episode, make_record, make_summary, PoolBehaviour, STATE_SIZE, T0)
-from tspace_ros.storage import open_pool, PoolConfig, StorageError
+from tspace_ros.storage import log_frames, open_pool, PoolConfig, StorageError
 from tspace_ros.storage.parquet_pool import escape_id, SCHEMA_VERSION
 
 
@@ -52,8 +52,10 @@ def test_files_are_hive_partitioned_with_schema_metadata(root):
         pool.append(records)
         pool.end_episode(make_summary(records[:5]))
         for name in os.listdir(os.path.join(root, 'log')):    # the log has them too
-            with pa.ipc.open_stream(pa.memory_map(os.path.join(root, 'log', name))) as reader:
-                metadata = reader.schema.metadata
+            with open(os.path.join(root, 'log', name), 'rb') as segment:
+                read = log_frames.read_segment(segment.read(), name)
+            assert read.batches and not read.problems and not read.truncated
+            metadata = read.schema.metadata
             assert metadata[b'tspace_ros.schema_version'] == b'1'
             assert json.loads(metadata[b'tspace_ros.observation_spec']) == spec
     vehicle_dir = os.path.join(root, 'records', 'vehicle_id=VIN%201%2F%C3%A4')
@@ -95,6 +97,8 @@ def test_other_schema_version_is_refused(root):
     table = pq.read_table(path)
     metadata = dict(table.schema.metadata)
     metadata[b'tspace_ros.schema_version'] = b'2'
+    os.remove(path)
+    path = os.path.join(os.path.dirname(path), 'part-of-another-version.parquet')
     pq.write_table(table.replace_schema_metadata(metadata), path)
     with pytest.raises(StorageError) as raised:
         open_pool(PoolConfig(root=root))

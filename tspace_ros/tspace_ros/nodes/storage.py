@@ -218,6 +218,13 @@ class StorageNode(TspaceLifecycleNode):
         message = f'{stats["records"]} records, {stats["episodes_valid"]} episodes'
         if self._last_problem and self._rejected > stats['records']:
             level = ERROR
+        if stats.get('quarantined_files'):
+            level = ERROR  # corrupt files were found on open: moved aside, data missing
+            message += (f'; {stats["quarantined_files"]} corrupt file(s) quarantined '
+                        f'(last: {stats["last_quarantined"]})')
+        elif stats.get('log_truncated_batches'):
+            level = max(level, WARN)
+            message += f'; {stats["log_truncated_batches"]} interrupted log write(s) dropped'
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.get_fully_qualified_name(), 'tspace_ros',
             level, message, stats))

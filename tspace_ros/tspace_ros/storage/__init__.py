@@ -4,9 +4,11 @@ The storage pool: durable transitions and episode summaries, sampled from memory
 ``open_pool(PoolConfig(...))`` gives a ``TransitionPool`` of one of two backends:
 
 - ``parquet`` (default, embedded): ``root/records/vehicle_id=<v>/driver_id=<d>/
-  part-<uuid>.parquet`` and ``root/episodes/...`` (hive-partitioned, ids
-  percent-encoded), plus an append log ``root/log/<segment>.arrows`` of Arrow
-  IPC stream batches. Every file's schema metadata carries
+  part-<uuid>.c<crc32>.parquet`` and ``root/episodes/...`` (hive-partitioned, ids
+  percent-encoded, page checksums and the whole file's CRC-32 in its name),
+  plus an append log ``root/log/<segment>.tlog`` of CRC-checked frames of Arrow
+  record batches. Corrupt files are moved to ``root/quarantine/``, counted and
+  reported, never deleted. Every file's schema metadata carries
   ``tspace_ros.schema_version`` and ``tspace_ros.observation_spec``.
 - ``mongodb``: tspace's collections: ``records`` (time-series, one document
   per step), ``record_keys`` (the natural keys) and ``episodes`` (one document

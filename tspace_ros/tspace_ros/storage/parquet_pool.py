@@ -3,27 +3,46 @@ The embedded pool: hive-partitioned Parquet files plus a durable append log.
 
 Layout under ``root``::
 
-    log/<segment>.arrows                 transitions, one Arrow IPC stream batch per append
-    log/<segment>.episodes.arrows        episode ends (summaries; valid False: tombstones)
-    records/vehicle_id=<v>/driver_id=<d>/part-<uuid>.parquet
-    episodes/vehicle_id=<v>/driver_id=<d>/part-<uuid>.parquet
-    .lock                                one process at a time (flock)
+    log/<segment>.tlog                   transitions, one CRC-checked frame per append
+    log/<segment>.episodes.tlog          episode ends (summaries; valid False: tombstones)
+    records/vehicle_id=<v>/driver_id=<d>/part-<uuid>.c<crc32>.parquet
+    episodes/vehicle_id=<v>/driver_id=<d>/part-<uuid>.c<crc32>.parquet
+    quarantine/<utc>-<path>              corrupt files, moved aside, never deleted
+    .lock                                one process at a time (flock, with the root itself)
 
-Each ``append`` and ``end_episode`` writes one batch to the current log
-segment, then flushes and ``fsync``s it before returning. Opening reads the
-Parquet files, then replays the log segments in order; a truncated last batch
-(a crash in the middle of a write) is dropped with a warning and counted
-(``stats()['log_truncated_batches']``). Compaction writes the appended
-transitions and changed summaries as new Parquet parts (temp file, fsync,
-``os.replace``, fsync of the directory) and only then deletes the folded log
-segments; a partition with discarded or retired rows, or too many parts, is
-rewritten whole. Replaying a log whose records already reached Parquet (a
-crash during compaction) stores nothing twice: keys are deduplicated on load.
+Each ``append`` and ``end_episode`` writes one frame to the current log segment
+(``log_frames``: Arrow record batches, each frame with a header CRC and a
+payload CRC), then flushes and ``fsync``s it before returning. Opening reads
+the Parquet files, then replays the log segments in order.
+
+Integrity: every Parquet part is written with page checksums and carries the
+CRC-32 of the whole file in its name; opening checks both. A log segment that
+ends inside its last frame was interrupted in the middle of a write (never
+acknowledged): that frame is dropped with a warning and counted
+(``stats()['log_truncated_batches']``). Anything else that does not check (a
+CRC mismatch, garbage, a payload that is not what it should be) is corruption:
+the good frames are kept, the file is moved to ``quarantine/`` (never deleted),
+counted (``quarantined_files``, ``corrupt_frames``) and logged as an error, and
+the pool compacts at once so the data it kept is durable again. Compaction
+therefore only ever deletes log segments that read clean.
+
+Compaction writes the appended transitions and changed summaries as new
+Parquet parts (temp file, fsync, ``os.replace``, fsync of the directory) and
+only then deletes the folded log segments; a partition with discarded or
+retired rows, or too many parts, is rewritten whole. Replaying a log whose
+records already reached Parquet (a crash during compaction) stores nothing
+twice: keys are deduplicated on load.
+
+One writer at a time: the pool holds an exclusive ``flock`` on the root
+directory itself (and on ``.lock``), so deleting the lock file lets no second
+writer in.
 
 Every file carries the schema metadata ``tspace_ros.schema_version`` and
 ``tspace_ros.observation_spec`` (the pool's spec as JSON); a file of another
 schema version is refused with a StorageError. Vehicle and driver ids are
 percent-encoded in directory names (anything outside ``[A-Za-z0-9_.-]``).
+Parts and segments of earlier versions (``part-<uuid>.parquet``, ``.arrows``
+segments) are still read, without the whole-file check.
 """
 
 import fcntl
@@ -32,15 +51,19 @@ import logging
 import os
 import pathlib
 import re
+import shutil
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 import urllib.parse
 import uuid
+import zlib
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tspace_ros.episodes.records import EpisodeSummaryRecord
+from tspace_ros.storage import log_frames
 from tspace_ros.storage.pool import (
     Batch, DISCARDED, Episode, PoolConfig, StorageError, TransitionPool)
 
@@ -52,7 +75,9 @@ SPEC_KEY = 'tspace_ros.observation_spec'
 TIMESTAMP = pa.timestamp('ns', tz='UTC')
 MAX_PARTS = 8               # parts per partition before a compaction merges them
 _SAFE = re.compile(r'[A-Za-z0-9_.\-]')
-_SEGMENT = re.compile(r'^(\d{10})(\.episodes)?\.arrows$')
+_SEGMENT = re.compile(r'^(\d{10})(\.episodes)?\.(tlog|arrows)$')
+_PART_CRC = re.compile(r'\.c([0-9a-f]{8})\.parquet$')
+READ_CHUNK = 1 << 20
 
 # Columns whose name differs between the Batch (ns integers) and the files (timestamps).
 _STAMPS = {'episode_start_ns': 'episode_start', 'state_stamp_ns': 'state_stamp',
@@ -245,7 +270,7 @@ def _fsync_dir(path: pathlib.Path) -> None:
 
 
 class _LogStream:
-    """One Arrow IPC stream of the append log: a batch per write, fsync'd."""
+    """One segment of the append log: a CRC-checked frame per write, fsync'd."""
 
     def __init__(self, path: pathlib.Path, schema: pa.Schema):
         self.path, self.schema = path, schema
@@ -253,11 +278,12 @@ class _LogStream:
         self._writer = None
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
+        if self._file is None:
             self._file = open(self.path, 'xb')
-            self._writer = pa.ipc.new_stream(self._file, self.schema)
+            self._file.write(log_frames.encode_schema(self.schema))
+            self._writer = True
             _fsync_dir(self.path.parent)
-        self._writer.write_batch(batch)
+        self._file.write(log_frames.encode_batch(batch))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -267,8 +293,7 @@ class _LogStream:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._file is not None:
             self.fsync()
             self._file.close()
         self._writer = self._file = None
@@ -276,7 +301,7 @@ class _LogStream:
 
 def read_stream(path: pathlib.Path) -> Tuple[List[pa.RecordBatch], bool]:
     """
-    Return (batches, truncated) of an IPC stream file of the log.
+    Return (batches, truncated) of an IPC stream file of the log (``.arrows``, earlier versions).
 
     A batch that cannot be read whole ends the stream: it and anything after
     it are dropped and ``truncated`` is True. StorageError for another schema
@@ -323,19 +348,27 @@ class ParquetPool(TransitionPool):
         self._episodes_log: Optional[_LogStream] = None
         self._segment: Optional[str] = None
         self._lock_file = None
+        self._root_fd: Optional[int] = None
+        self._quarantined: List[str] = []
+        self._corrupt_frames = 0
         try:
             for sub in ('records', 'episodes', 'log'):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             self._lock_file = open(self.root / '.lock', 'a+')
         except OSError as err:
+            self._release()
             raise StorageError(f'storage root {self.root}: cannot create the pool '
                                f'({err.strerror})') from err
         try:
+            # The root directory itself is the lock (it cannot be deleted while it holds
+            # the pool); .lock too, for tools that look for it.
+            fcntl.flock(self._root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            self._lock_file.close()
+            self._release()
             raise StorageError(f'storage root {self.root}: in use by another process '
-                               f'({self.root / ".lock"} is locked)') from err
+                               f'(the pool is locked)') from err
         try:
             self._load()
         except BaseException:
@@ -343,6 +376,10 @@ class ParquetPool(TransitionPool):
             raise
         numbers = self._segment_numbers()
         self._next_segment = numbers[-1] + 1 if numbers else 1
+        if self._quarantined:
+            # What was kept of the quarantined files lives only in memory now: make it
+            # durable at once (compaction deletes only segments that read clean).
+            self._compact()
 
     # -- opening ---------------------------------------------------------------
     def _partition_files(self, kind: str) -> Iterable[Tuple[Tuple[str, str], pathlib.Path]]:
@@ -361,20 +398,65 @@ class ParquetPool(TransitionPool):
                     elif path.suffix == '.parquet' and not path.name.startswith('.'):
                         yield (vehicle, driver), path
 
-    def _read_parquet(self, path: pathlib.Path) -> pa.Table:
+    def _quarantine(self, path: pathlib.Path, why: str) -> None:
+        """Move a corrupt file to quarantine/ (never deleted), count it and say so."""
+        directory = self.root / 'quarantine'
+        relative = path.relative_to(self.root).as_posix().replace('/', '__')
+        target = directory / f'{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}-{relative}'
         try:
-            parquet = pq.ParquetFile(path)
-            check_version(parquet.schema_arrow, str(path))
-            return parquet.read()
-        except (pa.ArrowException, OSError) as err:
+            directory.mkdir(exist_ok=True)
+            while target.exists():
+                target = target.with_name(target.name + '_')
+            shutil.move(str(path), str(target))
+            _fsync_dir(directory)
+            _fsync_dir(path.parent)
+        except OSError as err:
+            raise StorageError(f'{path} is corrupt ({why}) and cannot be moved to '
+                               f'{directory} ({err})') from err
+        self._quarantined.append(str(target))
+        LOGGER.error('%s is corrupt (%s): moved to %s; the pool opens without what it '
+                     'could not read', path, why, target)
+
+    def _read_parquet(self, path: pathlib.Path) -> Optional[pa.Table]:
+        """Return a part's table, or None after quarantining a corrupt one."""
+        match = _PART_CRC.search(path.name)
+        try:
+            if match is not None:
+                crc = 0
+                with open(path, 'rb') as source:
+                    for chunk in iter(lambda: source.read(READ_CHUNK), b''):
+                        crc = zlib.crc32(chunk, crc)
+                if f'{crc:08x}' != match.group(1):
+                    self._quarantine(path, f'file CRC {crc:08x}, its name says '
+                                     f'{match.group(1)}')
+                    return None
+            parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        except OSError as err:
             raise StorageError(f'{path}: cannot read it ({err})') from err
+        except pa.ArrowException as err:
+            self._quarantine(path, f'not a readable Parquet file: {err}')
+            return None
+        check_version(parquet.schema_arrow, str(path))
+        try:
+            table = parquet.read()
+            table.validate(full=True)
+        except (pa.ArrowException, OSError) as err:
+            self._quarantine(path, f'unreadable: {err}')
+            return None
+        return table
 
     def _load(self) -> None:
         index = self._index
-        for pair, path in self._partition_files('records'):
+        for pair, path in list(self._partition_files('records')):
             table = self._read_parquet(path)
+            if table is None:
+                continue
             self._check_spec(table.schema, path)
-            batch = batch_from_table(table, str(path))
+            try:
+                batch = batch_from_table(table, str(path))
+            except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+                self._quarantine(path, f'not a transitions table: {err}')
+                continue
             self._check_dims(batch, path)
             new, duplicates, _ = index.plan(batch)
             index.insert(batch.take(np.flatnonzero(new)), compacted=True)
@@ -382,25 +464,66 @@ class ParquetPool(TransitionPool):
             self._parts.setdefault(code, []).append(path)
             if duplicates:              # a rewrite was interrupted: merge on next compaction
                 self._dirty.add(code)
-        for pair, path in self._partition_files('episodes'):
-            for summary in summaries_from_table(self._read_parquet(path)):
+        for pair, path in list(self._partition_files('episodes')):
+            table = self._read_parquet(path)
+            if table is None:
+                continue
+            try:
+                summaries = summaries_from_table(table)
+            except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+                self._quarantine(path, f'not an episodes table: {err}')
+                continue
+            for summary in summaries:
                 self._apply_summary(summary, changed=False)
             self._episode_parts.setdefault(pair, []).append(path)
         for number in self._segment_numbers():
             for name, replay in ((f'{number:010d}.arrows', self._replay_records),
-                                 (f'{number:010d}.episodes.arrows', self._replay_episodes)):
+                                 (f'{number:010d}.episodes.arrows', self._replay_episodes),
+                                 (f'{number:010d}.tlog', self._replay_records),
+                                 (f'{number:010d}.episodes.tlog', self._replay_episodes)):
                 path = self.root / 'log' / name
                 if not path.exists():
                     continue
-                batches, truncated = read_stream(path)
-                if truncated:
-                    self._log_truncated += 1
-                    LOGGER.warning('%s: dropped a truncated last batch (the writer was '
-                                   'interrupted); %d complete batches kept', path, len(batches))
-                for batch in batches:
-                    replay(batch, path)
+                self._replay_segment(path, replay)
         self._since_compaction = int((index.column('alive')
                                       & ~index.column('compacted')).sum())
+
+    def _replay_segment(self, path: pathlib.Path, replay) -> None:
+        """Replay one log segment's good batches; quarantine it if anything is corrupt."""
+        if path.suffix == '.arrows':
+            batches, truncated = read_stream(path)
+            problems = []
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                raise StorageError(f'{path}: cannot read it ({err.strerror})') from err
+            expected = (self._episodes_schema if replay == self._replay_episodes
+                        else self._records_schema)
+            read = log_frames.read_segment(data, str(path), expected)
+            if read.schema is not None:
+                check_version(read.schema, str(path))
+            batches, truncated, problems = read.batches, read.truncated, list(read.problems)
+        good = []
+        for batch in batches:
+            try:
+                check_version(batch.schema, str(path))
+                replay(batch, path)
+                good.append(batch)
+            except StorageError:
+                raise
+            except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
+                problems.append(f'{path}: a batch is not what this log holds: {err}')
+        if truncated:
+            self._log_truncated += 1
+            LOGGER.warning('%s: dropped a truncated last batch (the writer was '
+                           'interrupted); %d complete batches kept', path, len(good))
+        if problems:
+            self._corrupt_frames += len(problems)
+            for problem in problems[:5]:
+                LOGGER.error('%s', problem)
+            self._quarantine(path, f'{len(problems)} corrupt frame(s); {len(good)} good '
+                             'batches kept')
 
     def _replay_records(self, batch: pa.RecordBatch, path: pathlib.Path) -> None:
         self._check_spec(batch.schema, path)
@@ -457,7 +580,7 @@ class ParquetPool(TransitionPool):
         if self._records_log is None:
             if self._records_schema is None:
                 self._records_schema = records_schema(*batch.dims, self._spec_json)
-            self._records_log = _LogStream(self._segment_path('.arrows'), self._records_schema)
+            self._records_log = _LogStream(self._segment_path('.tlog'), self._records_schema)
         try:
             self._records_log.write(records_batch(batch, self._records_schema))
         except (OSError, pa.ArrowException) as err:
@@ -467,7 +590,7 @@ class ParquetPool(TransitionPool):
 
     def _persist_summary(self, summary: EpisodeSummaryRecord) -> None:
         if self._episodes_log is None:
-            self._episodes_log = _LogStream(self._segment_path('.episodes.arrows'),
+            self._episodes_log = _LogStream(self._segment_path('.episodes.tlog'),
                                             self._episodes_schema)
         table = summaries_table([summary], self._episodes_schema)
         try:
@@ -503,12 +626,17 @@ class ParquetPool(TransitionPool):
                        ) -> pathlib.Path:
         directory = self._partition_dir(kind, pair)
         directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f'part-{uuid.uuid4().hex}.parquet'
-        temporary = directory / f'.{final.name}.tmp'
+        name = f'part-{uuid.uuid4().hex}'
+        temporary = directory / f'.{name}.parquet.tmp'
         with open(temporary, 'wb') as sink:
-            pq.write_table(table, sink)
+            pq.write_table(table, sink, write_page_checksum=True)
             sink.flush()
             os.fsync(sink.fileno())
+        crc = 0
+        with open(temporary, 'rb') as source:
+            for chunk in iter(lambda: source.read(READ_CHUNK), b''):
+                crc = zlib.crc32(chunk, crc)
+        final = directory / f'{name}.c{crc:08x}.parquet'
         os.replace(temporary, final)
         for path in (directory, directory.parent, directory.parent.parent):
             _fsync_dir(path)
@@ -620,6 +748,9 @@ class ParquetPool(TransitionPool):
 
     def _extra_stats(self) -> Dict[str, object]:
         return {'root': str(self.root), 'log_truncated_batches': self._log_truncated,
+                'quarantined_files': len(self._quarantined),
+                'corrupt_frames': self._corrupt_frames,
+                'last_quarantined': self._quarantined[-1] if self._quarantined else '-',
                 'log_segments': len(self._segment_numbers()),
                 'parquet_files': sum(len(p) for p in self._parts.values())
                 + sum(len(p) for p in self._episode_parts.values()),
@@ -632,6 +763,9 @@ class ParquetPool(TransitionPool):
             if self._lock_file is not None:
                 self._lock_file.close()         # releases the flock
                 self._lock_file = None
+            if self._root_fd is not None:
+                os.close(self._root_fd)         # releases the root's flock
+                self._root_fd = None
 
     def spec(self) -> dict:
         """Return the observation specification written with the data."""
