@@ -51,7 +51,8 @@ def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
             episode['energy_per_km_wh'], rel=0.08)
     # The trainer trained after the first episode: the later ones ran its policy.
     assert episodes[0]['policy_version'] == 0
-    assert episodes[1]['policy_version'] > 0
+    trainer_log = ''.join(p.read_text()[-3000:] for p in (run_dir / 'logs').rglob('*.log'))
+    assert episodes[1]['policy_version'] > 0, (episodes, trainer_log, output[-2000:])
     assert episodes[2]['policy_version'] >= episodes[1]['policy_version']
 
     # The pool holds every transition of both stored training episodes and the evaluation.

@@ -30,6 +30,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from tspace_ros.bounded_yaml import load_bounded, read_bounded, YamlBoundsError
 from tspace_ros.nodes.agent import Agent
 from tspace_ros.nodes.can_bridge import CanBridge
 from tspace_ros.nodes.cruncher import CruncherNode
@@ -38,7 +39,6 @@ from tspace_ros.nodes.recorder import RecorderNode
 from tspace_ros.nodes.storage import StorageNode
 from tspace_ros.nodes.trainer import TrainerNode
 from tspace_ros.nodes.vehicle_sim import VehicleSim
-import yaml
 
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = PACKAGE_ROOT / 'config' / 'sim_suite.yaml'
@@ -81,8 +81,8 @@ def load_node_parameters(path: pathlib.Path) -> Dict[str, Dict[str, Any]]:
     parameter file of the form ``<pattern>: {ros__parameters: {...}}``.
     """
     try:
-        data = yaml.safe_load(pathlib.Path(path).read_text(encoding='utf-8'))
-    except (OSError, yaml.YAMLError) as error:
+        data = read_bounded(path, 'parameter file')
+    except (OSError, YamlBoundsError) as error:
         raise SuiteConfigError(f'{path}: cannot read the parameter file: {error}') from None
     if not isinstance(data, dict):
         raise SuiteConfigError(f'{path}: expected a mapping of node patterns, got '
@@ -277,7 +277,11 @@ def parse_overrides(items) -> Dict[str, Dict[str, Any]]:
         node, dot, name = key.partition('.')
         if not sep or not dot or not node or not name:
             raise SuiteConfigError(f'override {item!r}: expected NODE.NAME=VALUE')
-        overrides.setdefault(node, {})[name] = yaml.safe_load(text)
+        try:
+            overrides.setdefault(node, {})[name] = load_bounded(text, f'override {key}',
+                                                                max_bytes=64 << 10)
+        except YamlBoundsError as error:
+            raise SuiteConfigError(str(error)) from None
     return overrides
 
 

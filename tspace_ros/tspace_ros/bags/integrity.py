@@ -23,14 +23,13 @@ any YAML library builds it.
 
 import dataclasses
 import pathlib
-import re
 import struct
 import threading
 from typing import Dict, List, Optional, Tuple
 import zlib
 
 from tspace_ros.bags.errors import BagError
-import yaml
+from tspace_ros.bounded_yaml import load_bounded, YamlBoundsError
 
 MAGIC = b'\x89MCAP0\r\n'
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 1, 2, 3, 4, 5, 6
@@ -48,7 +47,6 @@ MAX_RECORD_BYTES = 1 << 30
 MAX_METADATA_YAML_BYTES = 4 << 20
 MAX_YAML_DEPTH = 64
 MAX_YAML_EVENTS = 1_000_000
-MAX_INDENT = 512
 MAX_LIST = 100_000
 BLOCK_BYTES = 1 << 20
 MAX_NS = 2**63 - 1
@@ -641,50 +639,13 @@ def _add_crcs(stream, size: int) -> None:
 
 # ---- metadata.yaml --------------------------------------------------------------------------
 
-_BRACKETS = re.compile(rb'[\[\]{}]')
-
-
-def _yaml_bounds(text: bytes, where: str) -> None:
-    """Refuse YAML that would be slow or huge to build: deep, aliased, too many nodes."""
-    depth = deepest = 0
-    for match in _BRACKETS.finditer(text):  # quoted brackets count too: an upper bound
-        depth += 1 if match.group() in (b'[', b'{') else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_YAML_DEPTH:
-            raise BagError(f'{where}: nested more than {MAX_YAML_DEPTH} deep', 'metadata')
-    for line in text.splitlines():
-        if len(line) - len(line.lstrip(b' -')) > MAX_INDENT:
-            raise BagError(f'{where}: indented more than {MAX_INDENT} columns', 'metadata')
-    depth = events = 0
-    loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
-    for event in yaml.parse(text, Loader=loader):
-        events += 1
-        if isinstance(event, yaml.AliasEvent) or getattr(event, 'anchor', None):
-            raise BagError(f'{where}: YAML anchors and aliases are not allowed', 'metadata')
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise BagError(f'{where}: nested more than {MAX_YAML_DEPTH} deep', 'metadata')
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-        if events > MAX_YAML_EVENTS:
-            raise BagError(f'{where}: more than {MAX_YAML_EVENTS} YAML nodes', 'metadata')
-
-
 def load_bounded_yaml(text, where: str):
     """Parse YAML within the bounds above (safe types only); raise BagError otherwise."""
-    data = text.encode('utf-8', 'replace') if isinstance(text, str) else text
-    if len(data) > MAX_METADATA_YAML_BYTES:
-        raise BagError(f'{where}: {len(data)} bytes, more than {MAX_METADATA_YAML_BYTES}',
-                       'metadata')
     try:
-        _yaml_bounds(data, where)
-        return yaml.load(data, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
-    except BagError:
-        raise
-    except (yaml.YAMLError, UnicodeError, ValueError, RecursionError, MemoryError) as error:
-        detail = str(error).replace('\n', ' ')
-        raise BagError(f'{where}: not valid YAML: {detail}', 'metadata') from None
+        return load_bounded(text, where, max_bytes=MAX_METADATA_YAML_BYTES,
+                            max_depth=MAX_YAML_DEPTH, max_nodes=MAX_YAML_EVENTS)
+    except YamlBoundsError as error:
+        raise BagError(str(error), 'metadata') from None
 
 
 def _is_int(value, low=0, high=MAX_NS) -> bool:

@@ -45,6 +45,7 @@ from tspace_interfaces.msg import (CanFrameBatch, EpisodeEvent, ObservationWindo
                                    TorqueMap as TorqueMapMsg)
 from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
+from tspace_ros.bounded_yaml import read_bounded
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
 from tspace_ros.can.dbc import load_dbc
 from tspace_ros.can.transfer import bus_torque_resolution_nm
@@ -62,7 +63,6 @@ from tspace_ros.nodes.topic_bus import TopicCanBus
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 from tspace_ros.torque_map.safety_gate import SafetyGate
 from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
-import yaml
 
 STAGES = FlashTorqueMap.Feedback
 # Most frames read in one poll cycle (a flood waits for the next cycle).
@@ -163,8 +163,8 @@ class CanBridge(TspaceLifecycleNode):
                                                'vehicle_id': p('vehicle_id'), 'origin': 0})
             mapping = SignalMapping.default()
             if p('signal_mapping_file'):
-                with open(p('signal_mapping_file'), encoding='utf-8') as stream:
-                    mapping = SignalMapping.from_dicts(yaml.safe_load(stream))
+                mapping = SignalMapping.from_dicts(read_bounded(p('signal_mapping_file'),
+                                                                'signal mapping file'))
             mapping.check_against(db)
             # Maps travel in the bus's 0.5 Nm steps: the gate quantizes inside the limits.
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
@@ -173,7 +173,7 @@ class CanBridge(TspaceLifecycleNode):
                                     p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))
             core = CanBridgeCore(db, default_map, gate, windows, p('flash_timeout_s'))
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             self.get_logger().error(f'configure failed: {type(error).__name__}: {error}')
             return TransitionCallbackReturn.FAILURE
         bus_group = MutuallyExclusiveCallbackGroup()

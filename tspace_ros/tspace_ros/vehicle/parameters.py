@@ -7,7 +7,8 @@ and one mapping per component: ``body``, ``driveline``, ``motor``, ``battery``,
 ``brakes``, ``driver`` and ``simulation``. Every value is a plain number in SI
 units or the unit its name ends with. A missing, unknown, non-numeric or
 out-of-range value raises a VehicleConfigError that names the file, the key
-(``section.key``) and what was expected. Files are read with yaml.safe_load only.
+(``section.key``) and what was expected. Files are read with safe types only and
+within bounds (size, nesting, no aliases: ``tspace_ros.bounded_yaml``).
 """
 
 from dataclasses import dataclass, field, fields, MISSING
@@ -15,8 +16,8 @@ import math
 import pathlib
 from typing import Optional, Tuple, Union
 
+from tspace_ros.bounded_yaml import read_bounded, YamlBoundsError
 from tspace_ros.torque_map import TorqueMap, TorqueMapError
-import yaml
 
 GRAVITY_M_S2 = 9.80665
 """Standard gravity, m/s^2."""
@@ -337,13 +338,11 @@ def vehicle_config_path(name: str = 'sim_van') -> pathlib.Path:
 
 def _read_yaml(path: pathlib.Path, what: str):
     try:
-        text = pathlib.Path(path).read_text()
+        return read_bounded(path, what)
     except OSError as error:
         raise VehicleConfigError(f'cannot read {what} {str(path)!r}: {error}') from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise VehicleConfigError(f'{path}: not valid YAML: {error}') from None
+    except YamlBoundsError as error:
+        raise VehicleConfigError(f'{what}: {error}') from None
 
 
 def load_vehicle_parameters(path: Union[str, pathlib.Path, None] = None) -> VehicleParameters:
