@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 CLASSES = (  # module, default cases
     ('frames', 20000), ('hmi', 2000), ('blobs', 300), ('configs', 300), ('bags', 300),
-    ('pool_files', 200),
+    ('pool_files', 200), ('processes', 6),
 )
 
 

@@ -15,6 +15,12 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+# A node whose process dies (kill -9, a crash) is started again after 2 s; the lifecycle
+# manager then brings it, and the chain it stopped, back to active (respawn_recovery).
+# In between the vehicle is on its default map: the bridge restored it when the chain was
+# deactivated, or the VCU fell back on its own when the bridge was the one that died.
+RESPAWN = {'respawn': True, 'respawn_delay': 2.0}
+
 # Launch argument -> (default, description), for both launch files.
 COMMON_ARGUMENTS = {
     'namespace': ('SIMVAN00000000001', "Namespace of the vehicle's nodes (its VIN)."),
@@ -100,7 +106,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
         return LifecycleNode(
             package='tspace_ros', executable=name, name=name, namespace=namespace,
             output='screen', parameters=[*files, clock, extra or {}],
-            condition=condition)
+            condition=condition, **RESPAWN)
 
     alone = PythonExpression(["'", _arg('fleet'), "' == ''"])
     policy_topic = PythonExpression([
@@ -136,7 +142,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
         " + (['recorder'] if '", _arg('record'), yes, ' else [])'])
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
-        namespace=namespace, output='screen',
+        namespace=namespace, output='screen', **RESPAWN,
         parameters=[files[0], {'use_sim_time': False, 'autostart': True,
                                'node_names': names}])
     return LaunchDescription(declared + nodes + [manager])
@@ -163,14 +169,14 @@ def fleet_description() -> LaunchDescription:
     clock = {'use_sim_time': PythonExpression(["'", _arg('use_sim_time'), "'", YES])}
     nodes = [LifecycleNode(
         package='tspace_ros', executable=name, name=name, namespace=_arg('fleet'),
-        output='screen', parameters=[*files, clock, extra]) for name, extra in (
+        output='screen', parameters=[*files, clock, extra], **RESPAWN) for name, extra in (
             ('storage', {'backend': _arg('storage_backend'), 'root': _text('storage_root'),
                          'vehicles': _arg('vehicles')}),
             ('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic',
                          'vehicles': _arg('vehicles')}))]
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',
-        namespace=_arg('fleet'), output='screen',
+        namespace=_arg('fleet'), output='screen', **RESPAWN,
         parameters=[files[0], {'use_sim_time': False, 'autostart': True,
                                'node_names': ['storage', 'trainer']}])
     return LaunchDescription(declared + nodes + [manager])

@@ -53,6 +53,20 @@ def test_launch_files_start_installed_executables_and_every_node_has_parameters(
             n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
+def test_every_launched_node_is_respawned():
+    # A killed node comes back (launch respawn); the lifecycle manager reactivates it.
+    tree = ast.parse((LAUNCH_DIR / 'tspace_launch.py').read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and
+             getattr(n.func, 'id', None) in ('LifecycleNode', 'Node')]
+    assert len(calls) >= 4
+    for call in calls:
+        assert any(kw.arg is None and getattr(kw.value, 'id', None) == 'RESPAWN'
+                   for kw in call.keywords), ast.dump(call)[:200]
+    assign = next(n for n in tree.body if isinstance(n, ast.Assign) and
+                  getattr(n.targets[0], 'id', None) == 'RESPAWN')
+    assert ast.literal_eval(assign.value) == {'respawn': True, 'respawn_delay': 2.0}
+
+
 LAYERS = sorted(p for folder in ('agents', 'storage', 'sites', 'drivers')
                 for p in (PACKAGE_DIR / 'config' / folder).glob('*.yaml')) + \
     sorted((PACKAGE_DIR / 'config' / 'vehicles').glob('*_suite.yaml'))

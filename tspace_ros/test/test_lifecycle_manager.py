@@ -2,7 +2,8 @@
 The lifecycle manager in its own process, managing two lifecycle nodes in theirs.
 
 Startup configures and activates them in the listed order; when one dies (its
-process killed by PID) the manager notices and deactivates the rest of the chain;
+process killed by PID) the manager notices and deactivates the rest of the chain,
+and brings the chain back to active once the node is respawned;
 shutdown and reset work through its services; a bad node list stops it with a
 message.
 """
@@ -79,7 +80,19 @@ def test_startup_order_failure_chain_and_services(tmp_path):
                         return f'/{NS}/lifecycle_manager' in status.message
             return False
         assert spin_until(ros.executor, group_error, TIMEOUT_S), aggregated[-1:]
-    assert 'failure: second is no answer; deactivating the chain' in manager.output()
+        assert a.state() == State.PRIMARY_STATE_INACTIVE  # down while 'second' is missing
+
+        # Respawned (as launch's respawn does): the manager brings the new process and the
+        # rest of the chain back to active, like nav2's bond.
+        with _node(tmp_path, 'second'):
+            assert spin_until(ros.executor, lambda: statuses[-1] == 'active', TIMEOUT_S), \
+                manager.output()
+            # (The manager configured and activated the new process; its own view.)
+            assert a.state() == State.PRIMARY_STATE_ACTIVE
+    log = manager.output()
+    assert 'failure: second is no answer; deactivating the chain' in log
+    assert 'waiting up to 30 s for second to be respawned' in log
+    assert 'recovered: 2 nodes active' in log
 
 
 def test_a_missing_node_list_stops_the_manager_with_a_message(tmp_path):

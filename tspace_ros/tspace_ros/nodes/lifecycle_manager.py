@@ -16,6 +16,16 @@ manager deactivates every other active node in reverse order, so the bridge
 returns the vehicle to its default map and nothing acts on a broken chain,
 then reports it (log, ``/diagnostics``, ``~/status``).
 
+Respawn (as nav2's lifecycle manager does after a broken bond): a node that
+stopped answering or came back unconfigured lost its process (``kill -9``, a
+crash) or its state. Launch respawns the process (``respawn``); with
+``respawn_recovery`` (default on) the manager waits up to ``respawn_wait_s``
+for every lost node to answer again, then runs startup once more: the new
+process is configured and activated, and the rest of the chain activated
+again. In between the chain stays deactivated, so the vehicle is on its
+default map (the bridge restored it, or the VCU fell back on its own when the
+bridge itself was the one lost). Recoveries are counted in ``/diagnostics``.
+
 Services (std_srvs/Trigger): ``~/startup``, ``~/shutdown`` (deactivate and
 clean up), ``~/reset`` (shutdown, then startup). ``autostart`` starts up as
 soon as every node answers.
@@ -73,6 +83,8 @@ class LifecycleManager(Node):
         self.declare_parameter('transition_timeout_s', 30.0)
         self.declare_parameter('max_missed', 3)
         self.declare_parameter('stale_after_s', 5.0)
+        self.declare_parameter('respawn_recovery', True)
+        self.declare_parameter('respawn_wait_s', 30.0)
         try:
             names = self.get_parameter('node_names').value
         except ParameterUninitializedException:
@@ -93,6 +105,9 @@ class LifecycleManager(Node):
         self._missed: Dict[str, int] = dict.fromkeys(self.node_names, 0)
         self.suite_active = False
         self.failure = ''
+        self.recoveries = 0
+        self._lost: List[str] = []          # nodes that lost their process or state
+        self._recover_by = 0.0              # monotonic deadline for them to come back
         self._busy = threading.Lock()
         services = MutuallyExclusiveCallbackGroup()
         for service, handler in (('~/startup', self.startup), ('~/shutdown', self.shutdown),
@@ -214,6 +229,7 @@ class LifecycleManager(Node):
     def _check(self):
         if not self._busy.acquire(blocking=False):
             return  # a startup/shutdown is under way
+        recover = False
         try:
             for name in self.node_names:
                 label = self.get_state(name)
@@ -230,12 +246,41 @@ class LifecycleManager(Node):
                     self.suite_active = False
                     self._stop_chain()
                     self._publish_status('failed')
+                    lost = [n for n in broken if self.states[n] in ('no answer', 'unconfigured')]
+                    if lost and self._p('respawn_recovery'):
+                        self._lost = lost
+                        self._recover_by = time.monotonic() + self._p('respawn_wait_s')
+                        self.get_logger().warn(
+                            f'waiting up to {self._p("respawn_wait_s"):g} s for '
+                            f'{", ".join(lost)} to be respawned')
+            elif self._lost:
+                back = all(self.states[n] != 'no answer' for n in self.node_names)
+                if back:
+                    recover = True
+                elif time.monotonic() > self._recover_by:
+                    self.get_logger().error(
+                        f'{", ".join(self._lost)} not back within '
+                        f'{self._p("respawn_wait_s"):g} s: the chain stays down')
+                    self._lost = []
             self._publish_diagnostics()
         finally:
             self._busy.release()
+        if recover:
+            self._recover()
         with self._agg_lock:
             summary = self.aggregator.summary(time.monotonic())
         self._agg_pub.publish(aggregated_array(summary, self.get_clock().now().to_msg()))
+
+    def _recover(self):
+        lost, self._lost = self._lost, []
+        self.get_logger().info(f'{", ".join(lost)} answering again (respawned): starting '
+                               'the chain again')
+        ok, message = self.startup()
+        if ok:
+            self.recoveries += 1
+            self.get_logger().info(f'recovered: {message}')
+        else:
+            self.get_logger().error(f'recovery failed: {message}')
 
     def _on_diagnostics(self, msg: DiagnosticArray):
         with self._agg_lock:
@@ -254,6 +299,8 @@ class LifecycleManager(Node):
             level, message = WARN, 'suite not active'
         values = {f'state/{name}': self.states[name] for name in self.node_names}
         values['suite_active'] = self.suite_active
+        values['recoveries'] = self.recoveries
+        values['waiting_for_respawn'] = ', '.join(self._lost) or '-'
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.get_fully_qualified_name(), 'tspace_ros',
             level, message, values))
