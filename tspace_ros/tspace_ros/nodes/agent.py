@@ -50,8 +50,8 @@ from tspace_ros.nodes.messages import (float32_field, time_from_ns, time_to_ns,
                                        torque_map_from_msg, torque_map_to_msg, window_from_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS, WINDOW_QOS
 from tspace_ros.signals.window import WindowError
+from tspace_ros.task.files import load_default_map
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
-from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
 
 ALGORITHMS = ('ddpg', 'rdpg')
 MODES = ('train', 'infer')
@@ -96,9 +96,7 @@ class Agent(TspaceLifecycleNode):
                                           ('noise', NOISE_KINDS))
                     if p(name) not in allowed]
         try:
-            default_path = p('default_map_file') or str(
-                vehicle_config_path('sim_van').with_name('sim_van_default_map.yaml'))
-            default_map = load_torque_map(default_path)
+            default_map = load_default_map(p('default_map_file'))
             mapper = ActionMapper(default_map, p('torque_budget_nm'), p('upper_bound'),
                                   p('rows_per_action'))
             states = StateBuilder(p('samples_per_window'), mapper.action_dim,

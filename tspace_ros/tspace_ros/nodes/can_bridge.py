@@ -60,9 +60,9 @@ from tspace_ros.nodes.messages import (frame_to_msg, time_from_ns, torque_map_fr
                                        torque_map_to_msg, window_to_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, EVENT_QOS, WINDOW_QOS
 from tspace_ros.nodes.topic_bus import TopicCanBus
+from tspace_ros.task.files import load_default_map
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 from tspace_ros.torque_map.safety_gate import SafetyGate
-from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
 
 STAGES = FlashTorqueMap.Feedback
 # Most frames read in one poll cycle (a flood waits for the next cycle).
@@ -156,9 +156,7 @@ class CanBridge(TspaceLifecycleNode):
         p = self._param
         try:
             db = load_dbc(p('dbc_file') or None)
-            default_path = p('default_map_file') or str(
-                vehicle_config_path('sim_van').with_name('sim_van_default_map.yaml'))
-            default_map = load_torque_map(default_path)
+            default_map = load_default_map(p('default_map_file'))
             default_map = TorqueMap.from_dict({**default_map.to_dict(),
                                                'vehicle_id': p('vehicle_id'), 'origin': 0})
             mapping = SignalMapping.default()

@@ -216,3 +216,14 @@ def run_lifecycle_node(factory: Callable[[], TspaceLifecycleNode],
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
     return code
+
+
+def declare_string_array(node: TspaceLifecycleNode, name: str, default, description: str):
+    """Declare a string-array parameter; a wrong value keeps the default and fails configure."""
+    descriptor = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING_ARRAY,
+                                     description=description)
+    try:
+        return node.declare_parameter(name, list(default), descriptor)
+    except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+        node._parameter_errors.append(f'parameter {name!r}: {error}')
+        return node.declare_parameter(name, list(default), descriptor, ignore_override=True)

@@ -32,7 +32,7 @@ from tspace_ros.nodes.diagnostics import diagnostic_array, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import torque_map_from_msg
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS
-from tspace_ros.vehicle.parameters import load_torque_map, vehicle_config_path
+from tspace_ros.task.files import load_default_map
 from visualization_msgs.msg import MarkerArray
 
 # The latest picture must reach late joiners (rviz started after the map changed).
@@ -85,9 +85,7 @@ class MapViz(TspaceLifecycleNode):
         default_map = None
         if p('show_difference'):
             try:
-                path = p('default_map_file') or str(
-                    vehicle_config_path('sim_van').with_name('sim_van_default_map.yaml'))
-                default_map = load_torque_map(path)
+                default_map = load_default_map(p('default_map_file'))
             except (OSError, ValueError) as error:
                 self.get_logger().error(f'configure failed: default map: {error}')
                 return TransitionCallbackReturn.FAILURE

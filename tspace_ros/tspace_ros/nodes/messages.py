@@ -1,6 +1,7 @@
 """Conversions between the ROS-free core types and tspace_interfaces messages."""
 
 import array
+import importlib
 from typing import Optional, Sequence
 
 from builtin_interfaces.msg import Time
@@ -231,3 +232,17 @@ def episode_from_msg(msg: Episode):
     summary = summary_from_msg(
         msg.summary, timed_out_steps=sum(1 for t in transitions if t.timed_out))
     return summary, transitions
+
+
+def message_class(type_name: str):
+    """Return the rclpy message class of 'pkg/msg/Name' (or 'pkg/Name'); ValueError if none."""
+    parts = type_name.split('/')
+    if len(parts) == 2:
+        parts = [parts[0], 'msg', parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f'not a message type name: {type_name!r}')
+    package, kind, name = parts
+    try:
+        return getattr(importlib.import_module(f'{package}.{kind}'), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f'message type {type_name} is not installed: {error}') from None

@@ -22,22 +22,21 @@ bag path.
 from collections import OrderedDict
 from datetime import datetime, timezone
 import functools
-import importlib
 import os
 import pathlib
 import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_check_compatible, QoSCompatibility,
                        QoSProfile, ReliabilityPolicy)
 
 from tspace_ros.bags import BagError, BagRecorder, qos_profile_yaml, typestore_with_ours
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
-from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
+from tspace_ros.nodes.lifecycle import (declare_string_array, run_lifecycle_node,  # noqa: F401
+                                        TspaceLifecycleNode)
+from tspace_ros.nodes.messages import message_class  # noqa: F401 - recorder's API
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, EVENT_QOS, RECORD_QOS, WINDOW_QOS
 
 RECORD_DEPTH = 1000
@@ -61,20 +60,6 @@ DEFAULT_TOPICS = OrderedDict([
 ])
 
 
-def message_class(type_name: str):
-    """Return the rclpy message class of 'pkg/msg/Name' (or 'pkg/Name'); ValueError if none."""
-    parts = type_name.split('/')
-    if len(parts) == 2:
-        parts = [parts[0], 'msg', parts[1]]
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f'not a message type name: {type_name!r}')
-    package, kind, name = parts
-    try:
-        return getattr(importlib.import_module(f'{package}.{kind}'), name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f'message type {type_name} is not installed: {error}') from None
-
-
 def qos_to_yaml(profile: QoSProfile, depth: int = 0) -> str:
     """
     Return an rclpy QoS profile as rosbag2's offered_qos_profiles YAML.
@@ -88,17 +73,6 @@ def qos_to_yaml(profile: QoSProfile, depth: int = 0) -> str:
     durability = 'transient_local' if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL \
         else 'volatile'
     return qos_profile_yaml(history, max(1, profile.depth or depth), reliability, durability)
-
-
-def declare_string_array(node: TspaceLifecycleNode, name: str, default, description: str):
-    """Declare a string-array parameter; a wrong value keeps the default and fails configure."""
-    descriptor = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING_ARRAY,
-                                     description=description)
-    try:
-        return node.declare_parameter(name, list(default), descriptor)
-    except (InvalidParameterTypeException, InvalidParameterValueException) as error:
-        node._parameter_errors.append(f'parameter {name!r}: {error}')
-        return node.declare_parameter(name, list(default), descriptor, ignore_override=True)
 
 
 class RecorderNode(TspaceLifecycleNode):

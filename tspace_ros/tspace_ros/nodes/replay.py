@@ -50,8 +50,9 @@ from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool
 
 from tspace_ros.bags import bag_info, BagError, read_bag, typestore_with_ours
-from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
-from tspace_ros.nodes.recorder import declare_string_array, message_class
+from tspace_ros.nodes.lifecycle import (declare_string_array, run_lifecycle_node,
+                                        TspaceLifecycleNode)
+from tspace_ros.nodes.messages import message_class
 from tspace_ros.nodes.topic_bus import FRAME_QOS, FROM_BUS_TOPIC
 
 DONE_TOPIC = 'replay/done'

@@ -16,15 +16,12 @@ import math
 import pathlib
 from typing import Optional, Tuple, Union
 
-from tspace_ros.bounded_yaml import read_bounded, YamlBoundsError
-from tspace_ros.torque_map import TorqueMap, TorqueMapError
+from tspace_ros.task.files import (load_torque_map, read_yaml, vehicle_config_path,  # noqa: F401
+                                   VehicleConfigError)
+from tspace_ros.torque_map import TorqueMap
 
 GRAVITY_M_S2 = 9.80665
 """Standard gravity, m/s^2."""
-
-
-class VehicleConfigError(ValueError):
-    """A vehicle parameter file or value that is missing, unknown or out of range."""
 
 
 def _number(low: Optional[float] = None, high: Optional[float] = None, *,
@@ -313,51 +310,8 @@ def vehicle_parameters_from_dict(data, source: str = '<dict>',
                              **sections)
 
 
-def vehicle_config_path(name: str = 'sim_van') -> pathlib.Path:
-    """
-    Return the path of a shipped vehicle file, ``config/vehicles/<name>.yaml``.
-
-    Looks in the source tree first, then in the installed package's share
-    directory (ament index). VehicleConfigError if neither has it.
-    """
-    file_name = f'{name}.yaml'
-    candidates = [pathlib.Path(__file__).resolve().parents[2] / 'config' / 'vehicles' /
-                  file_name]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(pathlib.Path(get_package_share_directory('tspace_ros')) / 'config' /
-                          'vehicles' / file_name)
-    except (ImportError, LookupError):
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise VehicleConfigError(f'no vehicle file {file_name!r}; looked in '
-                             f'{[str(p) for p in candidates]}')
-
-
-def _read_yaml(path: pathlib.Path, what: str):
-    try:
-        return read_bounded(path, what)
-    except OSError as error:
-        raise VehicleConfigError(f'cannot read {what} {str(path)!r}: {error}') from None
-    except YamlBoundsError as error:
-        raise VehicleConfigError(f'{what}: {error}') from None
-
-
 def load_vehicle_parameters(path: Union[str, pathlib.Path, None] = None) -> VehicleParameters:
     """Read and check a vehicle file (default: the shipped ``sim_van.yaml``)."""
     path = pathlib.Path(path) if path is not None else vehicle_config_path('sim_van')
-    return vehicle_parameters_from_dict(_read_yaml(path, 'vehicle file'), source=str(path),
+    return vehicle_parameters_from_dict(read_yaml(path, 'vehicle file'), source=str(path),
                                         base_dir=path.parent)
-
-
-def load_torque_map(path: Union[str, pathlib.Path]) -> TorqueMap:
-    """Read a torque map file (``TorqueMap.to_dict()`` as YAML); VehicleConfigError if wrong."""
-    data = _read_yaml(pathlib.Path(path), 'torque map file')
-    if not isinstance(data, dict):
-        raise VehicleConfigError(f'{path}: expected a torque map mapping, got {data!r}')
-    try:
-        return TorqueMap.from_dict(data)
-    except (TorqueMapError, TypeError, ValueError) as error:
-        raise VehicleConfigError(f'{path}: invalid torque map: {error}') from None
