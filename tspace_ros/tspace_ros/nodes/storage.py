@@ -81,7 +81,7 @@ class StorageNode(TspaceLifecycleNode):
             'backend', 'root', 'mongodb_uri_env', 'mongodb_uri_file', 'mongodb_database',
             'max_bytes', 'max_age_s', 'site_name', 'time_zone')}
         spec = default_spec()
-        spec.update({'site_name': p['site_name'], 'time_zone': p['time_zone']})
+        spec.update({'site': p['site_name'], 'time_zone': p['time_zone']})
         try:
             config = PoolConfig(
                 backend=p['backend'], root=os.path.expanduser(p['root']),

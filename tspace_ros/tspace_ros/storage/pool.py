@@ -69,20 +69,9 @@ class StorageError(RuntimeError):
 
 
 def default_spec() -> Dict[str, Any]:
-    """Return tspace's observation specification (what a state and an action are)."""
-    return {
-        'signals': ['velocity', 'thrust', 'brake'],
-        'units': ['km/h', '%', '%'],
-        'sample_rate_hz': 20.0,
-        'samples_per_window': 30,
-        'window_duration_s': 1.5,
-        'state_layout': 'signals x samples, row-major (signal 0 samples first)',
-        'action_shape': [4, 17],
-        'action_unit': 'Nm',
-        'reward_unit': 'Wh',
-        'site': '',
-        'time_zone': 'UTC',
-    }
+    """Return the observation specification of the shipped task (``task.spec``)."""
+    from tspace_ros.task.spec import observation_spec
+    return observation_spec()
 
 
 def _fail(name: str, expected: str, value: Any) -> None:
@@ -103,7 +92,7 @@ def _check_spec(spec) -> None:
         json.dumps(spec)
     except (TypeError, ValueError) as err:
         raise StorageError(f'storage config spec: expected JSON-serialisable values ({err})')
-    lists = {'signals': str, 'units': str}
+    lists = {'signals': str, 'units': str, 'scales': numbers.Real}
     for key, kind in lists.items():
         if key in spec and (not isinstance(spec[key], (list, tuple))
                             or not all(isinstance(v, kind) for v in spec[key])):
@@ -121,6 +110,9 @@ def _check_spec(spec) -> None:
         if (not isinstance(shape, (list, tuple)) or len(shape) != 2
                 or not all(_is_int(v) and v > 0 for v in shape)):
             _fail('spec.action_shape', 'two positive integers [rows, columns]', shape)
+    for key in ('recent_actions', 'state_size'):
+        if key in spec and not (_is_int(spec[key]) and spec[key] >= 0):
+            _fail(f'spec.{key}', 'an integer >= 0', spec[key])
     for key in ('action_unit', 'reward_unit', 'state_layout', 'site', 'time_zone'):
         if key in spec and not isinstance(spec[key], str):
             _fail(f'spec.{key}', 'a string', spec[key])
