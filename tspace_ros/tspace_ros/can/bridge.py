@@ -30,7 +30,8 @@ from typing import List, Optional, Tuple
 
 import can
 
-from tspace_ros.can.dbc import Database, MSG_VCU_STATUS
+from tspace_ros.can.dbc import (Database, MSG_MAP_ACK, MSG_MAP_COMMIT, MSG_MAP_SEGMENT,
+                                MSG_VCU_STATUS)
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
 from tspace_ros.can.transfer import (bus_torque_resolution_nm, encode_heartbeat, MapTransfer,
                                      MSG_BRIDGE_HEARTBEAT, revert_transfer, TorqueMapSender,
@@ -56,6 +57,12 @@ class FlashError(IntEnum):
     REFUSED_BY_VCU = 5
     CANCELED = 6
     VCU_MAP_MISMATCH = 7
+    NO_FLASH_PROTOCOL = 8
+
+
+# How the bridge writes maps: our transfer protocol (the simulated van), or not at all.
+FLASH_PROTOCOLS = ('transfer', 'none')
+TRANSFER_MESSAGES = (MSG_MAP_SEGMENT, MSG_MAP_COMMIT, MSG_MAP_ACK)
 
 
 @dataclass(frozen=True)
@@ -102,23 +109,44 @@ class CanBridgeCore:
     """Decode and window the vehicle's frames; gate, send and track torque-map flashes."""
 
     def __init__(self, db: Database, default_map: TorqueMap, gate: SafetyGate,
-                 windows: WindowBuilder, ack_timeout_s: float = 3.0):
-        """Start with the default map as the last good (active) map and no flash pending."""
+                 windows: WindowBuilder, ack_timeout_s: float = 3.0,
+                 flash_protocol: str = 'transfer'):
+        """
+        Start with the default map as the last good (active) map and no flash pending.
+
+        ``flash_protocol`` 'transfer' needs the transfer messages in the DBC
+        (MapSegment, MapCommit, MapAck); 'none' reads the vehicle only: every
+        goal is still gated, then answered NO_FLASH_PROTOCOL, and nothing is
+        ever sent (a production DBC without our messages works this way).
+        """
+        if flash_protocol not in FLASH_PROTOCOLS:
+            raise ValueError(f'flash_protocol must be one of {", ".join(FLASH_PROTOCOLS)}, '
+                             f'got {flash_protocol!r}')
         if not gate.default_map.same_breakpoints(default_map) or not np_equal(
                 gate.default_map.torque_nm, default_map.torque_nm):
             raise ValueError("the gate's default map is not the bridge's default map")
-        resolution = bus_torque_resolution_nm(db)
-        if gate.resolution_nm != resolution:
-            raise ValueError(f'the safety gate quantizes to {gate.resolution_nm:g} Nm, the bus '
-                             f'carries torques in steps of {resolution:g} Nm: build the gate '
-                             f'with resolution_nm={resolution:g}')
+        self.flash_protocol = flash_protocol
+        if flash_protocol == 'transfer':
+            names = {m.name for m in db.messages}
+            missing = [name for name in TRANSFER_MESSAGES if name not in names]
+            if missing:
+                raise ValueError(f'flash_protocol transfer needs the messages '
+                                 f'{", ".join(missing)} in the DBC, which has none of that '
+                                 'name; a production DBC has no such messages: use '
+                                 'flash_protocol none (read-only)')
+            resolution = bus_torque_resolution_nm(db)
+            if gate.resolution_nm != resolution:
+                raise ValueError(f'the safety gate quantizes to {gate.resolution_nm:g} Nm, the '
+                                 f'bus carries torques in steps of {resolution:g} Nm: build '
+                                 f'the gate with resolution_nm={resolution:g}')
         self.db = db
         self.decoder = FrameDecoder(db)
         self.windows = windows
         self.gate = gate
         self.default_map = default_map.with_torque(default_map.torque_nm, 0, ORIGIN_DEFAULT)
         self.active_map = self.default_map
-        self.sender = TorqueMapSender(db, ack_timeout_s)
+        self.sender = TorqueMapSender(db, ack_timeout_s) if flash_protocol == 'transfer' \
+            else None
         self.flash_counts: Counter = Counter()
         self.vcu_counts: Counter = Counter()
         self.last_frame_ns: Optional[int] = None
@@ -132,8 +160,9 @@ class CanBridgeCore:
         self._active_checksum = self._default_checksum
         self._heartbeat_counter = 0
         self._last_heartbeat: Optional[Tuple[float, float]] = None
-        self._heartbeat = _message(db, MSG_BRIDGE_HEARTBEAT)
-        status = _message(db, MSG_VCU_STATUS)
+        writes = self.sender is not None
+        self._heartbeat = _message(db, MSG_BRIDGE_HEARTBEAT) if writes else None
+        status = _message(db, MSG_VCU_STATUS) if writes else None
         names = {signal.name for signal in status.signals} if status is not None else set()
         self._status = status if {'ActiveMapChecksum', 'MapFallback'} <= names else None
 
@@ -154,7 +183,7 @@ class CanBridgeCore:
     def on_frame(self, frame: can.Message) -> Tuple[List[WindowResult], Optional[FlashResult]]:
         """Take one received frame; return the windows it completed and a finished flash."""
         result = None
-        outcome = self.sender.on_frame(frame)
+        outcome = self.sender.on_frame(frame) if self.sender is not None else None
         if outcome is not None and self._pending is not None:
             result = self._settle(outcome)
         elif self._status is not None and frame.arbitration_id == self._status.frame_id:
@@ -259,6 +288,11 @@ class CanBridgeCore:
         if admitted is None:
             return self._count(FlashResult(FlashError.REJECTED_BY_SAFETY_GATE,
                                            verdict.message, self.active_map))
+        if self.sender is None:
+            return self._count(FlashResult(
+                FlashError.NO_FLASH_PROTOCOL, 'the map passed the safety gate, but this bridge '
+                'writes no maps (flash_protocol none): the vehicle keeps its map',
+                self.active_map))
         try:
             transfer = self.sender.prepare(admitted, row_start, row_count, self._next_id(),
                                            admitted.policy_version % BUS_VERSION_MODULO)
@@ -270,8 +304,14 @@ class CanBridgeCore:
         self._pending = (transfer, admitted)
         return transfer
 
-    def begin_restore_default(self) -> MapTransfer:
-        """Begin reverting the VCU to its default map (MapRevert); send, then commit_sent."""
+    def begin_restore_default(self) -> Optional[MapTransfer]:
+        """
+        Begin reverting the VCU to its default map (MapRevert); send, then commit_sent.
+
+        None when the bridge writes no maps (the vehicle never left its own map).
+        """
+        if self.sender is None:
+            return None
         transfer = self.sender.hold(revert_transfer(self.db, self.default_map, self._next_id()))
         self._pending = (transfer, self.default_map)
         return transfer
@@ -284,11 +324,12 @@ class CanBridgeCore:
 
     def commit_sent(self, now_s: float) -> None:
         """Record that the pending transfer's frames went out at now_s (starts the time-out)."""
-        self.sender.commit_sent(now_s)
+        if self.sender is not None:
+            self.sender.commit_sent(now_s)
 
     def poll(self, now_s: float) -> Optional[FlashResult]:
         """Return a TIMEOUT result once the pending flash's acknowledgement is overdue."""
-        outcome = self.sender.poll(now_s)
+        outcome = self.sender.poll(now_s) if self.sender is not None else None
         if outcome is None or outcome.status != TransferStatus.NO_ACK:
             return None
         self._pending = None
@@ -300,7 +341,8 @@ class CanBridgeCore:
 
     def abandon(self, error: FlashError, message: str) -> FlashResult:
         """End the pending flash without an answer (canceled, offline, transport error)."""
-        self.sender.pending = None
+        if self.sender is not None:
+            self.sender.pending = None
         self._pending = None
         return self._count(FlashResult(error, message, self.active_map))
 

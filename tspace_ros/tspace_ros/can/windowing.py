@@ -97,6 +97,11 @@ def _real(owner: str, attr: str, value) -> float:
         raise ValueError(f'{owner}: {attr} {value!r:.60} is not a float') from None
 
 
+# What the task needs from every vehicle: (our name, unit, what it is for).
+TASK_SIGNALS = (('speed', 'km/h', 'state'), ('pedal', '1', 'state'), ('brake', 'bar', 'state'),
+                ('current', 'A', 'reward'), ('voltage', 'V', 'reward'))
+
+
 @dataclass(frozen=True)
 class MappedSignal:
     """
@@ -240,6 +245,26 @@ class SignalMapping:
             except (TypeError, ValueError) as error:
                 raise ValueError(f'bad mapped signal {index} {item!r:.120}: {error}') from None
         return cls(signals)
+
+    def check_task(self, required: Sequence[Tuple[str, str, str]] = None) -> None:
+        """
+        Raise ValueError naming every signal the task needs that the mapping lacks.
+
+        ``required``: (name, unit, what it is for), by default TASK_SIGNALS: the
+        state's speed, pedal and brake and the reward's current and voltage. A
+        signal mapped in another unit is named too (conversions belong in the
+        mapping's factor and offset).
+        """
+        have = {s.name: s.unit for s in self.signals}
+        problems = []
+        for name, unit, purpose in (required if required is not None else TASK_SIGNALS):
+            if name not in have:
+                problems.append(f"no '{name}' ({unit}, {purpose})")
+            elif have[name] != unit:
+                problems.append(f"'{name}' is in {have[name]!r}, the task needs {unit!r} "
+                                '(convert with factor/offset)')
+        if problems:
+            raise ValueError('signal mapping lacks what the task needs: ' + '; '.join(problems))
 
     def check_against(self, db: Database) -> None:
         """

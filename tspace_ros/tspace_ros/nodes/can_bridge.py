@@ -47,7 +47,7 @@ from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.bounded_yaml import read_bounded
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
-from tspace_ros.can.dbc import load_dbc
+from tspace_ros.can.dbc import load_dbc_with_warnings, MSG_MAP_SEGMENT
 from tspace_ros.can.transfer import bus_torque_resolution_nm
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
@@ -83,6 +83,12 @@ class CanBridge(TspaceLifecycleNode):
         d('vehicle_id', 'SIMVAN00000000001', 'Vehicle id (VIN) stamped on windows.')
         d('driver_id', 'driver0', 'Driver id stamped on windows.')
         d('dbc_file', '', "Vehicle DBC file ('' = the shipped tspace_sim_van.dbc).")
+        d('dbc_strict', True, 'Load the DBC strictly (overlapping signals are an error); '
+          "production DBCs often need false (cantools' warnings go to the log and "
+          '/diagnostics).')
+        d('flash_protocol', 'transfer', 'How maps reach the VCU: transfer (the simulated '
+          "van's MapSegment/MapCommit/MapAck) or none (read-only: goals are gated, then "
+          'refused with ERROR_NO_FLASH_PROTOCOL).')
         d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
         d('signal_mapping_file', '',
           'YAML list of {name, unit, message, signal, factor, offset, minimum, maximum}; '
@@ -141,6 +147,7 @@ class CanBridge(TspaceLifecycleNode):
         self._published_checksum = None
         self._restoring = ''
         self._counts = Counter()
+        self._dbc_warnings: list = []
         self._window_latency_ms = []
         self._period_start = time.monotonic()
 
@@ -155,7 +162,10 @@ class CanBridge(TspaceLifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self._param
         try:
-            db = load_dbc(p('dbc_file') or None)
+            db, self._dbc_warnings = load_dbc_with_warnings(p('dbc_file') or None,
+                                                            p('dbc_strict'))
+            for warning in self._dbc_warnings[:5]:
+                self.get_logger().warn(f'DBC: {warning}')
             default_map = load_default_map(p('default_map_file'))
             default_map = TorqueMap.from_dict({**default_map.to_dict(),
                                                'vehicle_id': p('vehicle_id'), 'origin': 0})
@@ -164,29 +174,33 @@ class CanBridge(TspaceLifecycleNode):
                 mapping = SignalMapping.from_dicts(read_bounded(p('signal_mapping_file'),
                                                                 'signal mapping file'))
             mapping.check_against(db)
+            mapping.check_task()  # the task's signals, in its units: a missing one is named
             # Maps travel in the bus's 0.5 Nm steps: the gate quantizes inside the limits.
+            writes = p('flash_protocol') == 'transfer'
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
-                              p('rows_per_action'), resolution_nm=bus_torque_resolution_nm(db))
+                              p('rows_per_action'),
+                              resolution_nm=bus_torque_resolution_nm(db) if writes
+                              and MSG_MAP_SEGMENT in {m.name for m in db.messages} else 0.0)
             windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
                                     p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))
-            core = CanBridgeCore(db, default_map, gate, windows, p('flash_timeout_s'))
+            core = CanBridgeCore(db, default_map, gate, windows, p('flash_timeout_s'),
+                                 p('flash_protocol'))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            self.get_logger().error(f'configure failed: {type(error).__name__}: {error}')
+            self._configure_failed(f'{type(error).__name__}: {error}')
             return TransitionCallbackReturn.FAILURE
         bus_group = MutuallyExclusiveCallbackGroup()
         try:
             bus = open_can_bus(self, p('can_interface'), str(p('can_channel')),
                                p('can_bitrate') or None, p('can_fd'), callback_group=bus_group)
         except CanBusUnavailable as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self._configure_failed(str(error))
             return TransitionCallbackReturn.FAILURE
         try:
             hmi = HmiUdpListener(p('hmi_udp_port')) if p('hmi_udp_port') else None
         except (OSError, ValueError) as error:
             bus.shutdown()
-            self.get_logger().error(f'configure failed: hmi_udp_port {p("hmi_udp_port")}: '
-                                    f'{error}')
+            self._configure_failed(f'hmi_udp_port {p("hmi_udp_port")}: {error}')
             return TransitionCallbackReturn.FAILURE
         with self._lock:
             self.core, self.bus, self._hmi = core, bus, hmi
@@ -225,6 +239,19 @@ class CanBridge(TspaceLifecycleNode):
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
             f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, cause: str) -> None:
+        """Say why configure failed: in the log and, once, on /diagnostics (ERROR)."""
+        self.get_logger().error(f'configure failed: {cause}')
+        try:
+            publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            publisher.publish(diagnostic_array(
+                self.get_clock().now().to_msg(), f'{self.get_name()}: CAN bridge',
+                self._param('vehicle_id'), ERROR, f'configure failed: {cause}'[:500],
+                {'state': 'unconfigured', 'configure_failure': cause[:500]}))
+            self.destroy_publisher(publisher)
+        except Exception as error:  # noqa: B902 - saying so must not fail the node
+            self.get_logger().warn(f'could not publish the configure failure: {error!r}')
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Start reading the bus."""
@@ -517,6 +544,8 @@ class CanBridge(TspaceLifecycleNode):
     def _send_restore(self, why: str):
         """Begin reverting the VCU to its default map (lock held); return the transfer."""
         started = self.core.begin_restore_default()
+        if started is None:  # flash_protocol none: the vehicle never left its own map
+            return None
         self._restoring = why
         self._flash_event.clear()
         self._send_frames(started.frames)
@@ -676,6 +705,9 @@ class CanBridge(TspaceLifecycleNode):
                 'poll_errors': self._counts['poll_errors'],
                 'bus_errors': self._counts['bus_errors'],
                 'hmi_errors': self._counts['hmi_errors'],
+                'flash_protocol': self.core.flash_protocol,
+                'dbc_warnings': len(self._dbc_warnings),
+                'dbc_last_warning': self._dbc_warnings[-1][:200] if self._dbc_warnings else '-',
                 **(self._hmi.diagnostics() if self._hmi is not None else {}),
             }
             offline = time.monotonic() - (self._last_frame_wall or 0.0) > \
