@@ -4,7 +4,9 @@ The CAN bridge's core: frames in, windows out; torque maps through the gate to t
 ROS-free, driven by explicit times so that it is tested without a bus or a
 clock. The ``can_bridge`` node feeds it every received frame and the current
 time, publishes the windows it returns, and turns flash results into action
-results.
+results. The transport to the vehicle's map is a ``VehicleLink``
+(``can.links``: the transfer protocol of the simulated van, or read-only);
+the safety logic here does not depend on it.
 
 Safety:
 
@@ -26,16 +28,15 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import IntEnum
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import can
 
-from tspace_ros.can.dbc import (Database, MSG_MAP_ACK, MSG_MAP_COMMIT, MSG_MAP_SEGMENT,
-                                MSG_VCU_STATUS)
+from tspace_ros.can.dbc import Database
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
-from tspace_ros.can.transfer import (bus_torque_resolution_nm, encode_heartbeat, MapTransfer,
-                                     MSG_BRIDGE_HEARTBEAT, revert_transfer, TorqueMapSender,
-                                     TransferStatus, whole_map_checksum)
+from tspace_ros.can.links import (FLASH_PROTOCOLS, LinkStatus, LinkWrite, make_link,
+                                  VehicleLink)
+from tspace_ros.can.transfer import MapTransfer, whole_map_checksum
 from tspace_ros.can.windowing import WindowBuilder, WindowResult
 from tspace_ros.torque_map.map import ORIGIN_DEFAULT, TorqueMap
 from tspace_ros.torque_map.safety_gate import SafetyGate
@@ -58,11 +59,6 @@ class FlashError(IntEnum):
     CANCELED = 6
     VCU_MAP_MISMATCH = 7
     NO_FLASH_PROTOCOL = 8
-
-
-# How the bridge writes maps: our transfer protocol (the simulated van), or not at all.
-FLASH_PROTOCOLS = ('transfer', 'none')
-TRANSFER_MESSAGES = (MSG_MAP_SEGMENT, MSG_MAP_COMMIT, MSG_MAP_ACK)
 
 
 @dataclass(frozen=True)
@@ -110,43 +106,35 @@ class CanBridgeCore:
 
     def __init__(self, db: Database, default_map: TorqueMap, gate: SafetyGate,
                  windows: WindowBuilder, ack_timeout_s: float = 3.0,
-                 flash_protocol: str = 'transfer'):
+                 flash_protocol: str = 'transfer', link: Optional[VehicleLink] = None):
         """
         Start with the default map as the last good (active) map and no flash pending.
 
-        ``flash_protocol`` 'transfer' needs the transfer messages in the DBC
+        The vehicle is reached through ``link`` (``can.links``), or the link of
+        ``flash_protocol``: 'transfer' needs the transfer messages in the DBC
         (MapSegment, MapCommit, MapAck); 'none' reads the vehicle only: every
         goal is still gated, then answered NO_FLASH_PROTOCOL, and nothing is
         ever sent (a production DBC without our messages works this way).
         """
-        if flash_protocol not in FLASH_PROTOCOLS:
+        if link is None and flash_protocol not in FLASH_PROTOCOLS:
             raise ValueError(f'flash_protocol must be one of {", ".join(FLASH_PROTOCOLS)}, '
                              f'got {flash_protocol!r}')
         if not gate.default_map.same_breakpoints(default_map) or not np_equal(
                 gate.default_map.torque_nm, default_map.torque_nm):
             raise ValueError("the gate's default map is not the bridge's default map")
-        self.flash_protocol = flash_protocol
-        if flash_protocol == 'transfer':
-            names = {m.name for m in db.messages}
-            missing = [name for name in TRANSFER_MESSAGES if name not in names]
-            if missing:
-                raise ValueError(f'flash_protocol transfer needs the messages '
-                                 f'{", ".join(missing)} in the DBC, which has none of that '
-                                 'name; a production DBC has no such messages: use '
-                                 'flash_protocol none (read-only)')
-            resolution = bus_torque_resolution_nm(db)
-            if gate.resolution_nm != resolution:
-                raise ValueError(f'the safety gate quantizes to {gate.resolution_nm:g} Nm, the '
-                                 f'bus carries torques in steps of {resolution:g} Nm: build '
-                                 f'the gate with resolution_nm={resolution:g}')
+        self.link = link if link is not None else make_link(db, flash_protocol, ack_timeout_s)
+        self.flash_protocol = self.link.name
+        if self.link.writes_maps and gate.resolution_nm != self.link.resolution_nm:
+            resolution = self.link.resolution_nm
+            raise ValueError(f'the safety gate quantizes to {gate.resolution_nm:g} Nm, the '
+                             f'link carries torques in steps of {resolution:g} Nm: build '
+                             f'the gate with resolution_nm={resolution:g}')
         self.db = db
         self.decoder = FrameDecoder(db)
         self.windows = windows
         self.gate = gate
         self.default_map = default_map.with_torque(default_map.torque_nm, 0, ORIGIN_DEFAULT)
         self.active_map = self.default_map
-        self.sender = TorqueMapSender(db, ack_timeout_s) if flash_protocol == 'transfer' \
-            else None
         self.flash_counts: Counter = Counter()
         self.vcu_counts: Counter = Counter()
         self.last_frame_ns: Optional[int] = None
@@ -155,16 +143,11 @@ class CanBridgeCore:
         self.vcu_fallback = False
         self.last_vcu_status_ns: Optional[int] = None
         self._transfer_id = 0
-        self._pending: Optional[Tuple[MapTransfer, TorqueMap]] = None
+        self._pending: Optional[Tuple[Union[MapTransfer, LinkWrite], TorqueMap]] = None
         self._default_checksum = whole_map_checksum(self.default_map)
         self._active_checksum = self._default_checksum
         self._heartbeat_counter = 0
         self._last_heartbeat: Optional[Tuple[float, float]] = None
-        writes = self.sender is not None
-        self._heartbeat = _message(db, MSG_BRIDGE_HEARTBEAT) if writes else None
-        status = _message(db, MSG_VCU_STATUS) if writes else None
-        names = {signal.name for signal in status.signals} if status is not None else set()
-        self._status = status if {'ActiveMapChecksum', 'MapFallback'} <= names else None
 
     @property
     def flash_pending(self) -> bool:
@@ -183,11 +166,13 @@ class CanBridgeCore:
     def on_frame(self, frame: can.Message) -> Tuple[List[WindowResult], Optional[FlashResult]]:
         """Take one received frame; return the windows it completed and a finished flash."""
         result = None
-        outcome = self.sender.on_frame(frame) if self.sender is not None else None
+        outcome, status, bad_status = self.link.on_frame(frame)
         if outcome is not None and self._pending is not None:
             result = self._settle(outcome)
-        elif self._status is not None and frame.arbitration_id == self._status.frame_id:
-            self._on_vcu_status(frame)
+        elif status is not None:
+            self._on_vcu_status(status)
+        elif bad_status:
+            self.vcu_counts['bad_status'] += 1
         decoded = self.decoder.decode(frame)
         if decoded is None:
             return [], result
@@ -215,15 +200,10 @@ class CanBridgeCore:
         self.vcu_fallback = False
         return self._count(FlashResult(FlashError.NONE, outcome.message, self.active_map))
 
-    def _on_vcu_status(self, frame: can.Message) -> None:
+    def _on_vcu_status(self, status: LinkStatus) -> None:
         """Follow the VCU's own report of its map (whole-map CRC, fallback flag)."""
-        try:
-            values = self._status.decode(bytes(frame.data), decode_choices=False)
-            checksum, fallback = int(values['ActiveMapChecksum']), bool(values['MapFallback'])
-            self.last_vcu_status_ns = capture_time_ns(frame)
-        except Exception:  # noqa: B902 - a corrupt status frame is counted, never raised
-            self.vcu_counts['bad_status'] += 1
-            return
+        checksum, fallback = status.checksum, status.fallback
+        self.last_vcu_status_ns = status.stamp_ns
         self.vcu_counts['status'] += 1
         if self._pending is not None:  # the map is changing: judge it by the ack
             return
@@ -258,11 +238,11 @@ class CanBridgeCore:
 
         One is due once HEARTBEAT_PERIOD_S has passed on the bus clock (the
         VCU's time, which may run faster than real time in a simulation) or
-        on the wall clock (a bus whose time stands still). None if the DBC has
-        no BridgeHeartbeat.
+        on the wall clock (a bus whose time stands still). None if the link
+        has no sign of life (no BridgeHeartbeat in the DBC, a read-only link).
         """
-        if self._heartbeat is None or not (math.isfinite(bus_now_s) and
-                                           math.isfinite(wall_now_s)):
+        if not self.link.writes_maps or not (math.isfinite(bus_now_s) and
+                                             math.isfinite(wall_now_s)):
             return None
         if self._last_heartbeat is not None:
             bus_then, wall_then = self._last_heartbeat
@@ -271,9 +251,9 @@ class CanBridgeCore:
                 return None
         self._last_heartbeat = (bus_now_s, wall_now_s)
         self._heartbeat_counter = (self._heartbeat_counter + 1) % 16
-        return encode_heartbeat(self.db, self._heartbeat_counter,
-                                self.active_map.policy_version % BUS_VERSION_MODULO,
-                                self._active_checksum)
+        return self.link.heartbeat(self._heartbeat_counter,
+                                   self.active_map.policy_version % BUS_VERSION_MODULO,
+                                   self._active_checksum)
 
     def begin_flash(self, proposed: TorqueMap, row_start: int, row_count: int):
         """
@@ -288,16 +268,15 @@ class CanBridgeCore:
         if admitted is None:
             return self._count(FlashResult(FlashError.REJECTED_BY_SAFETY_GATE,
                                            verdict.message, self.active_map))
-        if self.sender is None:
+        if not self.link.writes_maps:
             return self._count(FlashResult(
                 FlashError.NO_FLASH_PROTOCOL, 'the map passed the safety gate, but this bridge '
                 'writes no maps (flash_protocol none): the vehicle keeps its map',
                 self.active_map))
         try:
-            transfer = self.sender.prepare(admitted, row_start, row_count, self._next_id(),
-                                           admitted.policy_version % BUS_VERSION_MODULO)
-        except ValueError as error:  # outside what the bus can carry
-            self.sender.pending = None
+            transfer = self.link.write(admitted, row_start, row_count, self._next_id(),
+                                       admitted.policy_version % BUS_VERSION_MODULO)
+        except ValueError as error:  # outside what the link can carry
             self._pending = None
             return self._count(FlashResult(FlashError.REJECTED_BY_SAFETY_GATE,
                                            f'cannot encode the map: {error}', self.active_map))
@@ -310,9 +289,9 @@ class CanBridgeCore:
 
         None when the bridge writes no maps (the vehicle never left its own map).
         """
-        if self.sender is None:
+        if not self.link.writes_maps:
             return None
-        transfer = self.sender.hold(revert_transfer(self.db, self.default_map, self._next_id()))
+        transfer = self.link.restore(self.default_map, self._next_id())
         self._pending = (transfer, self.default_map)
         return transfer
 
@@ -324,25 +303,22 @@ class CanBridgeCore:
 
     def commit_sent(self, now_s: float) -> None:
         """Record that the pending transfer's frames went out at now_s (starts the time-out)."""
-        if self.sender is not None:
-            self.sender.commit_sent(now_s)
+        self.link.commit_sent(now_s)
 
     def poll(self, now_s: float) -> Optional[FlashResult]:
         """Return a TIMEOUT result once the pending flash's acknowledgement is overdue."""
-        outcome = self.sender.poll(now_s) if self.sender is not None else None
-        if outcome is None or outcome.status != TransferStatus.NO_ACK:
+        if not self.link.overdue(now_s):
             return None
         self._pending = None
-        # Unanswered: the VCU may or may not have applied it; only a status frame tells.
-        self.map_in_doubt = self._status is None
+        # Unanswered: the VCU may or may not have applied it; only a status report tells.
+        self.map_in_doubt = not self.link.reports_status
         return self._count(FlashResult(
             FlashError.TIMEOUT, f'no acknowledgement from the VCU within '
-            f'{self.sender.ack_timeout_s:g} s; the last good map stays active', self.active_map))
+            f'{self.link.ack_timeout_s:g} s; the last good map stays active', self.active_map))
 
     def abandon(self, error: FlashError, message: str) -> FlashResult:
         """End the pending flash without an answer (canceled, offline, transport error)."""
-        if self.sender is not None:
-            self.sender.pending = None
+        self.link.cancel()
         self._pending = None
         return self._count(FlashResult(error, message, self.active_map))
 
@@ -360,10 +336,3 @@ class CanBridgeCore:
 def np_equal(a, b) -> bool:
     """Whether two tables are equal value for value."""
     return a.shape == b.shape and bool((a == b).all())
-
-
-def _message(db: Database, name: str):
-    try:
-        return db.get_message_by_name(name)
-    except KeyError:
-        return None

@@ -47,8 +47,8 @@ from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.bounded_yaml import read_bounded
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
-from tspace_ros.can.dbc import load_dbc_with_warnings, MSG_MAP_SEGMENT
-from tspace_ros.can.transfer import bus_torque_resolution_nm
+from tspace_ros.can.dbc import load_dbc_with_warnings
+from tspace_ros.can.links import make_link
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
                                          EpisodeControl, EXITED as EPISODE_EXITED)
@@ -175,17 +175,15 @@ class CanBridge(TspaceLifecycleNode):
                                                                 'signal mapping file'))
             mapping.check_against(db)
             mapping.check_task()  # the task's signals, in its units: a missing one is named
-            # Maps travel in the bus's 0.5 Nm steps: the gate quantizes inside the limits.
-            writes = p('flash_protocol') == 'transfer'
+            # The link to the vehicle (flash_protocol); maps travel in its torque steps
+            # (0.5 Nm on the transfer protocol): the gate quantizes inside the limits.
+            link = make_link(db, p('flash_protocol'), p('flash_timeout_s'))
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
-                              p('rows_per_action'),
-                              resolution_nm=bus_torque_resolution_nm(db) if writes
-                              and MSG_MAP_SEGMENT in {m.name for m in db.messages} else 0.0)
+                              p('rows_per_action'), resolution_nm=link.resolution_nm)
             windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
                                     p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))
-            core = CanBridgeCore(db, default_map, gate, windows, p('flash_timeout_s'),
-                                 p('flash_protocol'))
+            core = CanBridgeCore(db, default_map, gate, windows, link=link)
         except (OSError, ValueError, KeyError, TypeError) as error:
             self._configure_failed(f'{type(error).__name__}: {error}')
             return TransitionCallbackReturn.FAILURE
