@@ -99,6 +99,8 @@ class CanBridge(TspaceLifecycleNode):
           any_type=True)
         d('can_bitrate', 0, 'Bit rate, bit/s (0 = the driver default).', (0, 8_000_000))
         d('can_fd', False, 'Open the bus in CAN FD mode.')
+        d('log_rate', 1.0, 'can_interface log: play the log (can_channel) at this multiple of '
+          'log speed; 0 = as fast as possible.', (0.0, 1000.0))
         d('sample_rate_hz', 20.0, 'Window sampling rate, Hz.', (0.1, 1000.0))
         d('samples_per_window', 30, 'Samples per signal and window.', (1, 100000))
         d('max_gap_s', 0.5, 'A silence longer than this restarts the window grid, s.',
@@ -148,6 +150,8 @@ class CanBridge(TspaceLifecycleNode):
         self._restoring = ''
         self._counts = Counter()
         self._dbc_warnings: list = []
+        self._failure = ''                 # why the last configure failed
+        self._failure_timer = self._failure_pub = None
         self._window_latency_ms = []
         self._period_start = time.monotonic()
 
@@ -190,7 +194,8 @@ class CanBridge(TspaceLifecycleNode):
         bus_group = MutuallyExclusiveCallbackGroup()
         try:
             bus = open_can_bus(self, p('can_interface'), str(p('can_channel')),
-                               p('can_bitrate') or None, p('can_fd'), callback_group=bus_group)
+                               p('can_bitrate') or None, p('can_fd'), callback_group=bus_group,
+                               log_rate=p('log_rate'))
         except CanBusUnavailable as error:
             self._configure_failed(str(error))
             return TransitionCallbackReturn.FAILURE
@@ -233,23 +238,41 @@ class CanBridge(TspaceLifecycleNode):
                               clock=self._steady, callback_group=MutuallyExclusiveCallbackGroup()),
             self.create_timer(WATCHDOG_CHECK_S, self._check_watchdog, clock=self._steady,
                               callback_group=MutuallyExclusiveCallbackGroup())]
+        self._clear_failure()
         self.get_logger().info(
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
             f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
         return TransitionCallbackReturn.SUCCESS
 
     def _configure_failed(self, cause: str) -> None:
-        """Say why configure failed: in the log and, once, on /diagnostics (ERROR)."""
+        """
+        Say why configure failed: in the log and on /diagnostics (ERROR, every second).
+
+        The status repeats until a configure succeeds, so a monitor that starts
+        later (rqt_robot_monitor, the lifecycle manager's aggregator) sees it too.
+        """
         self.get_logger().error(f'configure failed: {cause}')
-        try:
-            publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-            publisher.publish(diagnostic_array(
-                self.get_clock().now().to_msg(), f'{self.get_name()}: CAN bridge',
-                self._param('vehicle_id'), ERROR, f'configure failed: {cause}'[:500],
-                {'state': 'unconfigured', 'configure_failure': cause[:500]}))
-            self.destroy_publisher(publisher)
-        except Exception as error:  # noqa: B902 - saying so must not fail the node
-            self.get_logger().warn(f'could not publish the configure failure: {error!r}')
+        self._failure = cause[:500]
+        if self._failure_timer is None:
+            self._failure_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+            self._failure_timer = self.create_timer(1.0, self._publish_failure,
+                                                    clock=self._steady)
+        self._publish_failure()
+
+    def _publish_failure(self) -> None:
+        if not self._failure or self._failure_pub is None:
+            return
+        self._failure_pub.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), f'{self.get_name()}: CAN bridge',
+            self._param('vehicle_id'), ERROR, f'configure failed: {self._failure}',
+            {'state': 'unconfigured', 'configure_failure': self._failure}))
+
+    def _clear_failure(self) -> None:
+        self._failure = ''
+        if self._failure_timer is not None:
+            self.destroy_timer(self._failure_timer)
+            self.destroy_publisher(self._failure_pub)
+            self._failure_timer = self._failure_pub = None
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Start reading the bus."""
