@@ -36,7 +36,7 @@ from tspace_ros.can.dbc import Database
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
 from tspace_ros.can.links import (FLASH_PROTOCOLS, LinkStatus, LinkWrite, make_link,
                                   VehicleLink)
-from tspace_ros.can.transfer import MapTransfer, whole_map_checksum
+from tspace_ros.can.transfer import MapTransfer, TransferStatus, whole_map_checksum
 from tspace_ros.can.windowing import WindowBuilder, WindowResult
 from tspace_ros.torque_map.map import ORIGIN_DEFAULT, TorqueMap
 from tspace_ros.torque_map.safety_gate import SafetyGate
@@ -183,6 +183,14 @@ class CanBridgeCore:
     def _settle(self, outcome) -> FlashResult:
         transfer, proposed = self._pending
         self._pending = None
+        if outcome.status in (TransferStatus.NO_ACK, TransferStatus.LINK_ERROR):
+            # A link that writes by itself timed out or failed part way: what the VCU
+            # holds is not known unless it reports it; the node then reverts.
+            self.map_in_doubt = not self.link.reports_status
+            error = FlashError.TIMEOUT if outcome.status == TransferStatus.NO_ACK \
+                else FlashError.TRANSPORT
+            return self._count(FlashResult(error, f'{outcome.message}; the last good map '
+                                           'stays the reference', self.active_map))
         expected = transfer.flashed_map if outcome.accepted else self.active_map
         if outcome.vcu_checksum != whole_map_checksum(expected):
             self.map_in_doubt = True
@@ -306,7 +314,17 @@ class CanBridgeCore:
         self.link.commit_sent(now_s)
 
     def poll(self, now_s: float) -> Optional[FlashResult]:
-        """Return a TIMEOUT result once the pending flash's acknowledgement is overdue."""
+        """
+        Return the pending flash's result once it is known without a frame, else None.
+
+        TIMEOUT once the acknowledgement is overdue; for a link that writes by
+        itself (XCP), its outcome once the write is done.
+        """
+        take = getattr(self.link, 'take_outcome', None)  # a link that writes by itself
+        if take is not None and self._pending is not None:
+            outcome = take()
+            if outcome is not None:
+                return self._settle(outcome)
         if not self.link.overdue(now_s):
             return None
         self._pending = None

@@ -69,9 +69,11 @@ class TransferStatus(IntEnum):
     Outcome of a transfer: the DBC's AckStatus value table, plus NO_ACK.
 
     NO_ACK (-1) never travels on the bus: the bridge's own time-out when no ack
-    came.
+    came. LINK_ERROR (-2) neither: a link that writes by itself (XCP) reports an
+    error of its protocol (the outcome's ``detail`` names it).
     """
 
+    LINK_ERROR = -2
     NO_ACK = -1
     ACCEPTED = 0
     CHECKSUM_MISMATCH = 1
@@ -87,6 +89,7 @@ class TransferStatus(IntEnum):
 
 
 _STATUS_TEXT = {
+    TransferStatus.LINK_ERROR: 'the link to the VCU reported an error',
     TransferStatus.NO_ACK: 'no acknowledgement from the VCU in time',
     TransferStatus.ACCEPTED: 'accepted and applied by the VCU',
     TransferStatus.CHECKSUM_MISMATCH: 'checksum mismatch (a value was corrupted)',
@@ -162,6 +165,7 @@ class TransferOutcome:
     active_map_version: Optional[int] = None
     missing_segments: int = 0
     vcu_checksum: int = 0
+    detail: str = ''  # what the link says beyond the status (an XCP error's name)
 
     @property
     def accepted(self) -> bool:
@@ -176,6 +180,8 @@ class TransferOutcome:
             text += f' ({self.missing_segments} missing)'
         if self.active_map_version is not None:
             text += f'; active map version {self.active_map_version}'
+        if self.detail:
+            text += f' ({self.detail})'
         return text
 
 

@@ -1,0 +1,182 @@
+"""
+XCP calibration: pyxcp as the master against the simulated VCU's XCP slave, on a CAN bus.
+
+The slave answers on a python-can virtual bus in a thread of its own; pyxcp
+connects, unlocks with seed and key, writes the working page, checks it, and
+switches pages, through ``XcpLink`` and the bridge core; every error packet the
+slave sends for a wrong command is checked; the slave falls back to its
+reference page when the master goes silent.
+"""
+
+import logging
+import struct
+import threading
+import time
+import uuid
+
+import can
+import numpy as np
+import pytest
+
+from tspace_ros.can.bridge import CanBridgeCore, FlashError
+from tspace_ros.can.dbc import load_dbc
+from tspace_ros.can.windowing import WindowBuilder
+from tspace_ros.can.xcp_link import (decode_map, encode_rows, xcp_master_factory, XcpLink,
+                                     XcpMapLayout)
+from tspace_ros.task.files import load_default_map
+from tspace_ros.torque_map import apply_action
+from tspace_ros.torque_map.safety_gate import SafetyGate
+from tspace_ros.vehicle import xcp_slave as xs
+
+DEFAULT = load_default_map()
+ADDRESS = 0x80010000
+LAYOUT = XcpMapLayout(ADDRESS, *DEFAULT.shape)
+
+
+class SlaveOnBus:
+    """The slave behind a virtual CAN channel, answering in its own thread."""
+
+    def __init__(self, **kwargs):
+        self.channel = f'xcp_{uuid.uuid4().hex[:8]}'
+        self.slave = xs.XcpSlave(encode_rows(DEFAULT.torque_nm), ADDRESS, **kwargs)
+        self.bus = can.Bus(interface='virtual', channel=self.channel, receive_own_messages=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            frame = self.bus.recv(timeout=0.01)
+            now = time.monotonic()
+            if frame is not None:
+                for answer in self.slave.on_frame(frame, now):
+                    self.bus.send(answer)
+            self.slave.poll(now)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2.0)
+        self.bus.shutdown()
+
+
+@pytest.fixture
+def slave():
+    logging.getLogger('pyxcp').setLevel(logging.CRITICAL)
+    on_bus = SlaveOnBus(timeout_s=0.0)
+    yield on_bus
+    on_bus.close()
+
+
+def _link(on_bus, key_of=xs.default_key):
+    return XcpLink(xcp_master_factory('virtual', on_bus.channel, 0x7E0, 0x7E1, timeout_s=0.5),
+                   LAYOUT, key_of=key_of)
+
+
+def test_a_flash_through_the_core_writes_the_working_page_and_switches_to_it(slave):
+    link = _link(slave)
+    gate = SafetyGate(DEFAULT, 250.0, 1.0, 4, resolution_nm=0.0)
+    core = CanBridgeCore(load_dbc(), DEFAULT, gate, WindowBuilder(), link=link)
+    proposed = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.4), 5,
+                            policy_version=9)
+    started = core.begin_flash(proposed, 5, 4)
+    core.commit_sent(0.0)
+    result = core.poll(0.0)
+    assert result is not None and result.error == FlashError.NONE, result
+    assert slave.slave.ecu_page == 1 and not slave.slave.fallback_active
+    used = slave.slave.stats
+    for command in (xs.CONNECT, xs.GET_SEED, xs.UNLOCK, xs.SET_CAL_PAGE, xs.SET_MTA,
+                    xs.DOWNLOAD, xs.DOWNLOAD_NEXT, xs.BUILD_CHECKSUM, xs.UPLOAD):
+        assert used.get(f'command_{command:#04x}'), (hex(command), used)
+    held = decode_map(slave.slave.active_bytes, LAYOUT)
+    assert np.allclose(held, started.flashed_map.torque_nm, atol=1e-3)
+    assert np.allclose(held[:5], DEFAULT.torque_nm[:5])
+    assert not np.allclose(held[5:9], DEFAULT.torque_nm[5:9])
+    # The default back: the switch to the reference page, no values sent.
+    core.begin_restore_default()
+    core.commit_sent(0.1)
+    assert core.poll(0.1).success and slave.slave.ecu_page == 0 and core.active_is_default
+    link.close()
+
+
+def test_a_wrong_key_is_a_typed_refusal_and_the_map_stays_the_default(slave):
+    link = _link(slave, key_of=lambda seed: b'\x00' * len(seed))
+    gate = SafetyGate(DEFAULT, 250.0, 1.0, 4, resolution_nm=0.0)
+    core = CanBridgeCore(load_dbc(), DEFAULT, gate, WindowBuilder(), link=link)
+    proposed = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.4), 5,
+                            policy_version=9)
+    core.begin_flash(proposed, 5, 4)
+    result = core.poll(0.0)
+    assert result.error == FlashError.TRANSPORT and 'XCP' in result.message
+    assert core.map_in_doubt  # the node reverts: the switch to the reference page
+    assert slave.slave.ecu_page == 0 and slave.slave.stats.get('wrong_keys') == 1
+    link.close()
+
+
+def test_an_ecu_that_does_not_answer_is_a_time_out():
+    link = XcpLink(xcp_master_factory('virtual', f'xcp_nobody_{uuid.uuid4().hex[:6]}', 0x7E0,
+                                      0x7E1, timeout_s=0.2), LAYOUT, key_of=xs.default_key)
+    gate = SafetyGate(DEFAULT, 250.0, 1.0, 4, resolution_nm=0.0)
+    core = CanBridgeCore(load_dbc(), DEFAULT, gate, WindowBuilder(), link=link)
+    proposed = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.4), 5,
+                            policy_version=9)
+    start = time.monotonic()
+    core.begin_flash(proposed, 5, 4)
+    result = core.poll(0.0)
+    assert result.error == FlashError.TIMEOUT, result.message
+    assert time.monotonic() - start < 5.0 and core.active_map is not None
+    link.close()
+
+
+def _cmd(slave, *payload):
+    return [bytes(m.data) for m in slave.on_frame(can.Message(
+        arbitration_id=0x7E0, is_extended_id=False, data=bytes(payload)), 0.0)]
+
+
+@pytest.mark.parametrize('payload, error', [
+    ((0xC0,), xs.ERR_CMD_UNKNOWN),
+    ((xs.SYNCH,), xs.ERR_CMD_SYNCH),
+    ((xs.UNLOCK, 4, 1, 2, 3, 4), xs.ERR_SEQUENCE),  # no GET_SEED first
+    ((xs.SET_CAL_PAGE, xs.MODE_ECU, 0, 1), xs.ERR_ACCESS_LOCKED),
+    ((xs.SET_CAL_PAGE, xs.MODE_ECU, 3, 1), xs.ERR_SEGMENT_NOT_VALID),
+    ((xs.SET_CAL_PAGE, xs.MODE_ECU, 0, 7), xs.ERR_PAGE_NOT_VALID),
+    ((xs.GET_CAL_PAGE, 0x40, 0), xs.ERR_MODE_NOT_VALID),
+    ((xs.GET_SEED, 0, 0x04), xs.ERR_OUT_OF_RANGE),
+    ((xs.UPLOAD, 9), xs.ERR_OUT_OF_RANGE),
+    ((xs.SHORT_UPLOAD, 4, 0, 0, *struct.pack('<I', 0x10)), xs.ERR_ACCESS_DENIED),
+    ((xs.DOWNLOAD, 2, 1, 2), xs.ERR_ACCESS_LOCKED),
+    ((xs.DOWNLOAD_NEXT, 2, 1, 2), xs.ERR_SEQUENCE),
+    ((xs.SET_MTA,), xs.ERR_CMD_SYNTAX),
+])
+def test_every_wrong_command_gets_its_error_packet(payload, error):
+    slave = xs.XcpSlave(encode_rows(DEFAULT.torque_nm), ADDRESS)
+    assert _cmd(slave) == [bytes([0xFE, xs.ERR_CMD_SYNTAX])]  # an empty frame
+    assert _cmd(slave, xs.GET_STATUS) == []  # not connected: silent
+    assert _cmd(slave, xs.CONNECT, 0)[0][0] == 0xFF
+    assert _cmd(slave, *payload) == [bytes([0xFE, error])]
+
+
+def test_the_reference_page_is_write_protected_and_unlocking_opens_calibration():
+    slave = xs.XcpSlave(encode_rows(DEFAULT.torque_nm), ADDRESS)
+    _cmd(slave, xs.CONNECT, 0)
+    seed = _cmd(slave, xs.GET_SEED, 0, xs.RESOURCE_CAL_PAG)[0]
+    key = xs.default_key(seed[2:2 + seed[1]])
+    assert _cmd(slave, xs.UNLOCK, len(key), *key) == [bytes([0xFF, 0x00])]
+    _cmd(slave, xs.SET_MTA, 0, 0, 0, *struct.pack('<I', ADDRESS))
+    assert _cmd(slave, xs.DOWNLOAD, 2, 1, 2) == [bytes([0xFE, xs.ERR_WRITE_PROTECTED])]
+    assert _cmd(slave, xs.SET_CAL_PAGE, xs.MODE_XCP, 0, 1) == [b'\xff']
+    assert _cmd(slave, xs.DOWNLOAD, 2, 1, 2) == [b'\xff']
+    assert bytes(slave.working[:2]) == b'\x01\x02' and slave.reference[:2] != b'\x01\x02'
+
+
+def test_the_vcu_returns_to_its_reference_page_when_the_master_goes_silent():
+    slave = xs.XcpSlave(encode_rows(DEFAULT.torque_nm), ADDRESS, timeout_s=0.5)
+    _cmd(slave, xs.CONNECT, 0)
+    seed = _cmd(slave, xs.GET_SEED, 0, xs.RESOURCE_CAL_PAG)[0]
+    key = xs.default_key(seed[2:2 + seed[1]])
+    _cmd(slave, xs.UNLOCK, len(key), *key)
+    _cmd(slave, xs.SET_CAL_PAGE, xs.MODE_ECU | xs.MODE_XCP, 0, 1)
+    assert slave.ecu_page == 1
+    slave.poll(0.4)
+    assert slave.ecu_page == 1  # a sign of life within the time-out
+    slave.poll(0.5)
+    assert slave.ecu_page == 0 and slave.fallback_active and slave.stats['fallbacks'] == 1
