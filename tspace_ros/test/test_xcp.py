@@ -95,6 +95,14 @@ def test_a_flash_through_the_core_writes_the_working_page_and_switches_to_it(sla
     core.begin_restore_default()
     core.commit_sent(0.1)
     assert core.poll(0.1).success and slave.slave.ecu_page == 0 and core.active_is_default
+    # After the switch back the working page still holds the old rows: the next flash
+    # writes the whole map, so the ECU holds exactly what the core admitted.
+    again = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.2), 1,
+                         policy_version=10)
+    started = core.begin_flash(again, 1, 4)
+    assert core.poll(0.2).success and link.full_writes == 2  # the first write, and this one
+    assert np.allclose(decode_map(slave.slave.active_bytes, LAYOUT),
+                       started.flashed_map.torque_nm, atol=1e-3)
     link.close()
 
 

@@ -9,7 +9,9 @@ calibration segment, then verifies and switches pages:
 1. CONNECT (once; the connection is kept), GET_STATUS, and seed and key when
    calibration is protected (GET_SEED, UNLOCK with ``key_of``);
 2. SET_CAL_PAGE (XCP access to the working page), SET_MTA and DOWNLOAD /
-   DOWNLOAD_NEXT of the rows (float32, Intel byte order, row-major);
+   DOWNLOAD_NEXT of the rows (float32, Intel byte order, row-major); the whole
+   map when the working page (as last read back) differs from the admitted map
+   outside the rows, for example after a switch back to the reference page;
 3. BUILD_CHECKSUM over the rows written (CRC-32, compared with ours) and an
    UPLOAD of the whole page, from which the whole-map CRC the core checks is
    computed: the bridge knows the map the ECU holds;
@@ -88,7 +90,9 @@ class XcpLink:
         self._outcome: Optional[TransferOutcome] = None
         self._pending: Optional[LinkWrite] = None
         self._lock = threading.Lock()
+        self._working: Optional[np.ndarray] = None  # the working page, as last read back
         self.errors: dict = {}
+        self.full_writes = 0
 
     # ---- the master ----------------------------------------------------------------------
     def _connected(self):
@@ -111,6 +115,7 @@ class XcpLink:
 
     def _drop(self) -> None:
         master, self._master = self._master, None
+        self._working = None  # unknown until read back again
         if master is not None:
             try:
                 master.disconnect()
@@ -139,7 +144,16 @@ class XcpLink:
         if admitted.shape != (layout.rows, layout.columns):
             raise ValueError(f'the map is {admitted.shape}, the ECU holds '
                              f'{(layout.rows, layout.columns)}')
-        rows = encode_rows(admitted.torque_nm[row_start:row_start + row_count])
+        table = admitted.torque_nm
+        outside = np.ones(layout.rows, bool)
+        outside[row_start:row_start + row_count] = False
+        if self._working is None or not np.array_equal(
+                self._working[outside].astype(np.float32), table[outside].astype(np.float32)):
+            # The working page may hold other rows (an earlier write, before a switch back
+            # to the reference page): write the whole admitted map, not just the rows.
+            row_start, row_count = 0, layout.rows
+            self.full_writes += 1
+        rows = encode_rows(table[row_start:row_start + row_count])
         write = LinkWrite(transfer_id, version, (), admitted)
         with self._lock:
             self._pending = write
@@ -154,7 +168,8 @@ class XcpLink:
                                      f'written have 0x{zlib.crc32(rows):08x}')
                 master.setMta(layout.address, layout.address_extension)
                 page = bytes(master.fetch(layout.size))  # UPLOAD of the whole page
-                held = admitted.with_torque(decode_map(page, layout), admitted.policy_version,
+                self._working = decode_map(page, layout)
+                held = admitted.with_torque(self._working, admitted.policy_version,
                                             admitted.origin)
                 master.setCalPage(MODE_ECU, layout.segment, layout.working_page)
                 self._outcome = TransferOutcome(transfer_id, TransferStatus.ACCEPTED, version, 0,
