@@ -27,7 +27,7 @@ DEFAULT = load_default_map()
 def test_make_link_picks_the_configured_transport():
     assert isinstance(make_link(DB, 'transfer'), CanTransferLink)
     assert isinstance(make_link(DB, 'none'), ReadOnlyLink)
-    with pytest.raises(ValueError, match='flash_protocol must be one of transfer, none'):
+    with pytest.raises(ValueError, match='flash_protocol must be one of transfer, xcp, none'):
         make_link(DB, 'xcp?')
     link = make_link(DB, 'transfer', 1.5)
     assert link.resolution_nm == 0.5 and link.ack_timeout_s == 1.5 and link.reports_status

@@ -85,8 +85,15 @@ def test_a_flash_through_the_core_writes_the_working_page_and_switches_to_it(sla
     assert slave.slave.ecu_page == 1 and not slave.slave.fallback_active
     used = slave.slave.stats
     for command in (xs.CONNECT, xs.GET_SEED, xs.UNLOCK, xs.SET_CAL_PAGE, xs.SET_MTA,
-                    xs.DOWNLOAD, xs.DOWNLOAD_NEXT, xs.BUILD_CHECKSUM, xs.UPLOAD):
+                    xs.DOWNLOAD, xs.DOWNLOAD_NEXT, xs.BUILD_CHECKSUM):
         assert used.get(f'command_{command:#04x}'), (hex(command), used)
+    # pyxcp reads the working page back (SET_MTA, UPLOAD): what the core admitted.
+    master = link._master
+    master.setMta(ADDRESS)
+    page = bytes(master.fetch(LAYOUT.size))
+    assert used.get(f'command_{xs.UPLOAD:#04x}')
+    assert np.allclose(decode_map(page, LAYOUT), started.flashed_map.torque_nm, atol=1e-3)
+    assert bytes(master.shortUpload(4, ADDRESS)) == page[:4]
     held = decode_map(slave.slave.active_bytes, LAYOUT)
     assert np.allclose(held, started.flashed_map.torque_nm, atol=1e-3)
     assert np.allclose(held[:5], DEFAULT.torque_nm[:5])
@@ -188,3 +195,40 @@ def test_the_vcu_returns_to_its_reference_page_when_the_master_goes_silent():
     assert slave.ecu_page == 1  # a sign of life within the time-out
     slave.poll(0.5)
     assert slave.ecu_page == 0 and slave.fallback_active and slave.stats['fallbacks'] == 1
+
+
+def test_the_simulated_van_applies_what_xcp_writes_and_falls_back_on_its_own():
+    from tspace_ros.vehicle import drive_cycle, load_vehicle_parameters, VehicleSimulation
+    from tspace_ros.vehicle.can_vehicle import CanVehicle
+    sim = VehicleSimulation(load_vehicle_parameters(), drive_cycle('wltc3b'))
+    vehicle = CanVehicle(sim, start_utc_ns=1_790_000_000 * 10 ** 9, heartbeat_timeout_s=0.5)
+    channel = f'xcp_van_{uuid.uuid4().hex[:6]}'
+    bus = can.Bus(interface='virtual', channel=channel)
+    stop = threading.Event()
+
+    def serve():  # the VCU's side of the bus, as vehicle_sim runs it
+        while not stop.is_set():
+            frame = bus.recv(timeout=0.01)
+            for answer in vehicle.receive([frame] if frame is not None else [], 0.0):
+                bus.send(answer)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        link = XcpLink(xcp_master_factory('virtual', channel, 0x7E0, 0x7E1, timeout_s=0.5),
+                       XcpMapLayout(ADDRESS, *DEFAULT.shape), key_of=xs.default_key)
+        gate = SafetyGate(DEFAULT, 250.0, 1.0, 4, resolution_nm=0.0)
+        core = CanBridgeCore(load_dbc(), DEFAULT, gate, WindowBuilder(), link=link)
+        proposed = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.6), 2,
+                                policy_version=4)
+        started = core.begin_flash(proposed, 2, 4)
+        assert core.link_result().success
+        assert np.allclose(sim.vcu.active_map.torque_nm, started.flashed_map.torque_nm,
+                           atol=1e-3)
+        link.close()
+    finally:
+        stop.set()
+        thread.join(2.0)
+        bus.shutdown()
+    vehicle.poll(0.6)  # the master went silent for longer than the VCU's time-out
+    assert np.array_equal(sim.vcu.active_map.torque_nm, DEFAULT.torque_nm)
+    assert vehicle.xcp.fallback_active

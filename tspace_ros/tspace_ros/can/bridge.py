@@ -320,11 +320,9 @@ class CanBridgeCore:
         TIMEOUT once the acknowledgement is overdue; for a link that writes by
         itself (XCP), its outcome once the write is done.
         """
-        take = getattr(self.link, 'take_outcome', None)  # a link that writes by itself
-        if take is not None and self._pending is not None:
-            outcome = take()
-            if outcome is not None:
-                return self._settle(outcome)
+        result = self.link_result()
+        if result is not None:
+            return result
         if not self.link.overdue(now_s):
             return None
         self._pending = None
@@ -333,6 +331,14 @@ class CanBridgeCore:
         return self._count(FlashResult(
             FlashError.TIMEOUT, f'no acknowledgement from the VCU within '
             f'{self.link.ack_timeout_s:g} s; the last good map stays active', self.active_map))
+
+    def link_result(self) -> Optional[FlashResult]:
+        """Return the result of a write a link did by itself (XCP) once it is done, else None."""
+        take = getattr(self.link, 'take_outcome', None)
+        if take is None or self._pending is None:
+            return None
+        outcome = take()
+        return self._settle(outcome) if outcome is not None else None
 
     def abandon(self, error: FlashError, message: str) -> FlashResult:
         """End the pending flash without an answer (canceled, offline, transport error)."""

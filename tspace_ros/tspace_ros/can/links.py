@@ -11,6 +11,8 @@ overdue, and encodes the sign of life. ``make_link`` builds the configured one:
 
 - ``transfer``: ``CanTransferLink``, the simulated van's MapSegment / MapCommit /
   MapAck protocol with MapRevert, VcuStatus and BridgeHeartbeat;
+- ``xcp``: ``XcpLink`` (``can.xcp_link``), XCP calibration of the map's
+  working page through pyxcp, as production ECUs are calibrated;
 - ``none``: ``ReadOnlyLink``, for a vehicle whose maps we may not write (a
   production DBC without a flash protocol): nothing is ever sent.
 
@@ -31,7 +33,7 @@ from tspace_ros.can.transfer import (bus_torque_resolution_nm, encode_heartbeat,
                                      TransferOutcome)
 from tspace_ros.torque_map.map import TorqueMap
 
-FLASH_PROTOCOLS = ('transfer', 'none')
+FLASH_PROTOCOLS = ('transfer', 'xcp', 'none')
 TRANSFER_MESSAGES = (MSG_MAP_SEGMENT, MSG_MAP_COMMIT, MSG_MAP_ACK)
 
 
@@ -48,6 +50,11 @@ class LinkWrite:
     map_version: int
     frames: Tuple[can.Message, ...]
     flashed_map: TorqueMap
+
+    @property
+    def n_segments(self) -> int:
+        """Return how many frames the bridge sends (progress feedback)."""
+        return len(self.frames)
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,18 @@ class ReadOnlyLink:
 
 
 def make_link(db: Database, flash_protocol: str = 'transfer',
-              ack_timeout_s: float = 3.0) -> VehicleLink:
-    """Return the link of a flash protocol (FLASH_PROTOCOLS); ValueError for another."""
+              ack_timeout_s: float = 3.0, xcp=None) -> VehicleLink:
+    """
+    Return the link of a flash protocol (FLASH_PROTOCOLS); ValueError for another.
+
+    ``xcp``: for 'xcp', an ``XcpLink`` (``can.xcp_link``; it needs the bus's
+    python-can interface, the CAN ids and the map's layout).
+    """
+    if flash_protocol == 'xcp':
+        if xcp is None:
+            raise ValueError('flash_protocol xcp needs the XCP settings (interface, CAN ids, '
+                             'map address)')
+        return xcp
     if flash_protocol == 'transfer':
         return CanTransferLink(db, ack_timeout_s)
     if flash_protocol == 'none':

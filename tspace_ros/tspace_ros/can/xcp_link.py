@@ -12,9 +12,10 @@ calibration segment, then verifies and switches pages:
    DOWNLOAD_NEXT of the rows (float32, Intel byte order, row-major); the whole
    map when the working page (as last read back) differs from the admitted map
    outside the rows, for example after a switch back to the reference page;
-3. BUILD_CHECKSUM over the rows written (CRC-32, compared with ours) and an
-   UPLOAD of the whole page, from which the whole-map CRC the core checks is
-   computed: the bridge knows the map the ECU holds;
+3. BUILD_CHECKSUM (CRC-32) over the whole working page, compared with the
+   CRC of the whole map the core admitted: the ECU holds exactly that map, so
+   the whole-map CRC the core checks is that map's (a mismatch after a full
+   write is an error, and the map is in doubt);
 4. SET_CAL_PAGE (ECU access to the working page): the A/B switch.
 
 Restoring the default is the switch back to the reference page (no values
@@ -37,6 +38,18 @@ from tspace_ros.torque_map.map import TorqueMap
 
 MODE_ECU, MODE_XCP = 0x01, 0x02
 RESOURCE_CAL_PAG = 0x01
+# The simulated van's XCP: CAN ids master -> slave and back, the map's address.
+SIM_VAN_MASTER_ID, SIM_VAN_SLAVE_ID = 0x7E0, 0x7E1
+SIM_VAN_MAP_ADDRESS = 0x80010000
+
+
+def sim_van_key(seed: bytes) -> bytes:
+    """Return the simulated van's key of a seed (each byte XOR 0x5A, in reverse order)."""
+    return bytes(b ^ 0x5A for b in reversed(seed))
+
+
+# Seed-and-key algorithms by name (a production ECU's comes from its supplier's library).
+KEY_ALGORITHMS = {'sim_van_xor': sim_van_key, 'none': None}
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ class XcpLink:
         self._working: Optional[np.ndarray] = None  # the working page, as last read back
         self.errors: dict = {}
         self.full_writes = 0
+        self.bytes_written = 0
 
     # ---- the master ----------------------------------------------------------------------
     def _connected(self):
@@ -139,44 +153,58 @@ class XcpLink:
     # ---- VehicleLink -----------------------------------------------------------------------
     def write(self, admitted: TorqueMap, row_start: int, row_count: int, transfer_id: int,
               version: int) -> LinkWrite:
-        """Write the rows to the working page, verify, switch the ECU to it."""
+        """Write the rows to the working page, verify the whole page, switch the ECU to it."""
         layout = self.layout
         if admitted.shape != (layout.rows, layout.columns):
             raise ValueError(f'the map is {admitted.shape}, the ECU holds '
                              f'{(layout.rows, layout.columns)}')
-        table = admitted.torque_nm
-        outside = np.ones(layout.rows, bool)
-        outside[row_start:row_start + row_count] = False
-        if self._working is None or not np.array_equal(
-                self._working[outside].astype(np.float32), table[outside].astype(np.float32)):
-            # The working page may hold other rows (an earlier write, before a switch back
-            # to the reference page): write the whole admitted map, not just the rows.
-            row_start, row_count = 0, layout.rows
-            self.full_writes += 1
-        rows = encode_rows(table[row_start:row_start + row_count])
+        table = np.asarray(admitted.torque_nm, dtype=np.float64)
+        page = encode_rows(table)  # the whole page as the ECU must hold it afterwards
         write = LinkWrite(transfer_id, version, (), admitted)
         with self._lock:
             self._pending = write
             try:
                 master = self._connected()
                 master.setCalPage(MODE_XCP, layout.segment, layout.working_page)
-                master.push(layout.row_address(row_start), layout.address_extension, rows)
-                master.setMta(layout.row_address(row_start), layout.address_extension)
-                checksum = master.buildChecksum(len(rows))
-                if int(checksum.checksum) != zlib.crc32(rows):
-                    raise ValueError(f'BUILD_CHECKSUM 0x{int(checksum.checksum):08x}, the rows '
-                                     f'written have 0x{zlib.crc32(rows):08x}')
-                master.setMta(layout.address, layout.address_extension)
-                page = bytes(master.fetch(layout.size))  # UPLOAD of the whole page
-                self._working = decode_map(page, layout)
-                held = admitted.with_torque(self._working, admitted.policy_version,
-                                            admitted.origin)
+                full = self._working is None or not np.array_equal(
+                    np.delete(self._working, np.s_[row_start:row_start + row_count], 0),
+                    np.delete(table, np.s_[row_start:row_start + row_count], 0)
+                    .astype(np.float32))
+                if full:
+                    # The working page may hold other rows (an earlier write, before a switch
+                    # back to the reference page): write the whole admitted map.
+                    self.full_writes += 1
+                    self._download(master, 0, layout.rows, table)
+                else:
+                    self._download(master, row_start, row_count, table)
+                if not self._page_matches(master, page):
+                    if full:
+                        raise ValueError('the working page does not hold the map written '
+                                         '(BUILD_CHECKSUM over the page differs)')
+                    self.full_writes += 1
+                    self._download(master, 0, layout.rows, table)
+                    if not self._page_matches(master, page):
+                        raise ValueError('the working page does not hold the map written, '
+                                         'even after writing it whole')
+                self._working = table.astype(np.float32)
                 master.setCalPage(MODE_ECU, layout.segment, layout.working_page)
+                held = admitted.with_torque(decode_map(page, layout), admitted.policy_version,
+                                            admitted.origin)
                 self._outcome = TransferOutcome(transfer_id, TransferStatus.ACCEPTED, version, 0,
                                                 whole_map_checksum(held))
             except Exception as error:  # noqa: B902 - every XCP failure is a typed refusal
                 self._outcome = self._fail(transfer_id, error)
         return write
+
+    def _download(self, master, row_start: int, row_count: int, table: np.ndarray) -> None:
+        data = encode_rows(table[row_start:row_start + row_count])
+        master.push(self.layout.row_address(row_start), self.layout.address_extension, data)
+        self.bytes_written += len(data)
+
+    def _page_matches(self, master, page: bytes) -> bool:
+        """Whether the ECU's checksum (CRC-32) over the whole working page is the page's."""
+        master.setMta(self.layout.address, self.layout.address_extension)
+        return int(master.buildChecksum(self.layout.size).checksum) == zlib.crc32(page)
 
     def restore(self, default_map: TorqueMap, transfer_id: int) -> LinkWrite:
         """Switch the ECU back to the reference page (no values travel)."""

@@ -50,6 +50,9 @@ from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchd
 from tspace_ros.can.dbc import load_dbc_with_warnings
 from tspace_ros.can.links import make_link
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
+from tspace_ros.can.xcp_link import (KEY_ALGORITHMS, SIM_VAN_MAP_ADDRESS, SIM_VAN_MASTER_ID,
+                                     SIM_VAN_SLAVE_ID, xcp_master_factory, XcpLink,
+                                     XcpMapLayout)
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
                                          EpisodeControl, EXITED as EPISODE_EXITED)
 from tspace_ros.episodes.hmi_udp import HmiUdpListener
@@ -87,8 +90,17 @@ class CanBridge(TspaceLifecycleNode):
           "production DBCs often need false (cantools' warnings go to the log and "
           '/diagnostics).')
         d('flash_protocol', 'transfer', 'How maps reach the VCU: transfer (the simulated '
-          "van's MapSegment/MapCommit/MapAck) or none (read-only: goals are gated, then "
-          'refused with ERROR_NO_FLASH_PROTOCOL).')
+          "van's MapSegment/MapCommit/MapAck), xcp (XCP calibration of the map's working page "
+          'through pyxcp on can_interface/can_channel) or none (read-only: goals are gated, '
+          'then refused with ERROR_NO_FLASH_PROTOCOL).')
+        d('xcp_master_id', SIM_VAN_MASTER_ID, 'XCP: CAN id master -> slave (bit 31: extended).',
+          (0, 2 ** 32 - 1))
+        d('xcp_slave_id', SIM_VAN_SLAVE_ID, 'XCP: CAN id slave -> master (bit 31: extended).',
+          (0, 2 ** 32 - 1))
+        d('xcp_map_address', SIM_VAN_MAP_ADDRESS, "XCP: address of the torque map's first "
+          'value (float32, row-major) in the calibration segment.', (0, 2 ** 32 - 1))
+        d('xcp_key_algorithm', 'sim_van_xor', 'XCP seed and key: sim_van_xor or none.')
+        d('xcp_timeout_s', 0.5, 'XCP response time-out, s.', (0.01, 30.0))
         d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
         d('signal_mapping_file', '',
           'YAML list of {name, unit, message, signal, factor, offset, minimum, maximum}; '
@@ -181,7 +193,9 @@ class CanBridge(TspaceLifecycleNode):
             mapping.check_task()  # the task's signals, in its units: a missing one is named
             # The link to the vehicle (flash_protocol); maps travel in its torque steps
             # (0.5 Nm on the transfer protocol): the gate quantizes inside the limits.
-            link = make_link(db, p('flash_protocol'), p('flash_timeout_s'))
+            link = make_link(db, p('flash_protocol'), p('flash_timeout_s'),
+                             xcp=self._xcp_link(default_map)
+                             if p('flash_protocol') == 'xcp' else None)
             gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
                               p('rows_per_action'), resolution_nm=link.resolution_nm)
             windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
@@ -243,6 +257,23 @@ class CanBridge(TspaceLifecycleNode):
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
             f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
         return TransitionCallbackReturn.SUCCESS
+
+    def _xcp_link(self, default_map: TorqueMap) -> XcpLink:
+        """Return the XCP link of the parameters; ValueError for what cannot work."""
+        p = self._param
+        interface = p('can_interface')
+        if interface in ('ros_topic', 'log'):
+            raise ValueError(f'flash_protocol xcp needs a python-can interface (pyxcp opens '
+                             f'its own on the same channel), not can_interface {interface}')
+        if p('xcp_key_algorithm') not in KEY_ALGORITHMS:
+            raise ValueError(f'xcp_key_algorithm must be one of {", ".join(KEY_ALGORITHMS)}, '
+                             f'got {p("xcp_key_algorithm")!r}')
+        factory = xcp_master_factory(interface, str(p('can_channel')), p('xcp_master_id'),
+                                     p('xcp_slave_id'), p('xcp_timeout_s'),
+                                     p('can_bitrate') or None, p('can_fd'))
+        return XcpLink(factory, XcpMapLayout(p('xcp_map_address'), *default_map.shape),
+                       key_of=KEY_ALGORITHMS[p('xcp_key_algorithm')],
+                       ack_timeout_s=p('flash_timeout_s'))
 
     def _configure_failed(self, cause: str) -> None:
         """
@@ -326,6 +357,9 @@ class CanBridge(TspaceLifecycleNode):
         self.destroy_publisher(self._diag_pub)
         if self._hmi is not None:
             self._hmi.close()
+        close = getattr(self.core.link, 'close', None)
+        if close is not None:
+            close()  # XCP: disconnect the master (the ECU keeps the page it uses)
         self.bus.shutdown()
         self._reset_members()
 
@@ -386,6 +420,9 @@ class CanBridge(TspaceLifecycleNode):
                 if result is not None:
                     self._settle(result)
             now_s = self._now_s()
+            done = core.link_result()  # a link that writes by itself (XCP): its result
+            if done is not None:
+                self._settle(done)
             timed_out = None
             if time.monotonic() - self._commit_wall >= self._param('flash_timeout_s'):
                 timed_out = core.poll(self._bus_now_s())

@@ -229,12 +229,17 @@ class SafetyGate:
         Each value goes to the nearest multiple of the resolution; one that
         would land beyond a limit goes one step inwards instead (where the
         limits leave no multiple between them, it stays outside and the
-        strict check refuses it). Without a resolution the rows are returned
-        as they are.
+        strict check refuses it). Without a resolution (a link that carries
+        exact values, XCP's float32) a value is only brought onto a limit it
+        passes by no more than the check's tolerance (float32 rounding of a
+        value at the limit); others are returned as they are.
         """
         values = np.asarray(torque_nm, dtype=np.float64)
         if self.resolution_nm == 0:
-            return values.copy()
+            lower, upper = self.lower_nm[rows], self.upper_nm[rows]
+            tolerance = self.tolerance_nm
+            values = np.where((values < lower) & (values >= lower - tolerance), lower, values)
+            return np.where((values > upper) & (values <= upper + tolerance), upper, values)
         step = self.resolution_nm
         lower, upper = self.lower_nm[rows], self.upper_nm[rows]
         q = np.round(values / step) * step

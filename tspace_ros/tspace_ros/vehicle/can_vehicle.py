@@ -63,9 +63,11 @@ from tspace_ros.can.dbc import Database, load_dbc
 from tspace_ros.can.frames import (encode_vcu_diagnostics, encode_vcu_status,
                                    encode_vehicle_sample, VcuState)
 from tspace_ros.can.transfer import VcuMapReceiver
+from tspace_ros.can.xcp_link import decode_map, encode_rows, SIM_VAN_MAP_ADDRESS, XcpMapLayout
 from tspace_ros.torque_map import torque_limits, TorqueMap
 from tspace_ros.vehicle.powertrain import RPM_PER_RAD_S
 from tspace_ros.vehicle.simulation import DriveMetrics, VehicleSimulation
+from tspace_ros.vehicle.xcp_slave import XcpSlave
 
 NS_PER_S = 1_000_000_000
 
@@ -171,6 +173,10 @@ class CanVehicle:
             self.db, sim.vcu.active_map, sim.vcu.map_version, bounds_check=self._bounds_check,
             apply=sim.vcu.set_map, transfer_timeout_s=transfer_timeout_s,
             reference_map=default, heartbeat_timeout_s=heartbeat_timeout_s)
+        # XCP calibration of the same map (flash_protocol xcp): reference page = the
+        # default map, working page written by the master, the page switch applies it.
+        self.xcp = XcpSlave(encode_rows(default.torque_nm), SIM_VAN_MAP_ADDRESS,
+                            timeout_s=heartbeat_timeout_s, on_page_change=self._xcp_page)
         self.motor_thermal = ThermalMass(0.02, 15_000.0)
         self.inverter_thermal = ThermalMass(0.03, 2_000.0)
         self.battery_thermal = ThermalMass(0.02, 450_000.0)
@@ -291,12 +297,25 @@ class CanVehicle:
         acks = []
         for frame in frames:
             self.frames_received += 1
-            acks += self.receiver.feed(frame, now)
+            if frame.arbitration_id == self.xcp.master_id and not frame.is_extended_id:
+                acks += self.xcp.on_frame(frame, now)
+            else:
+                acks += self.receiver.feed(frame, now)
         return self._stamp(acks, now)
+
+    def _xcp_page(self, page: int, data: bytes) -> None:
+        """Apply the calibration page the ECU now uses (XCP's page switch or a write)."""
+        default = self.sim.vcu.default_map
+        if page == 0:  # the reference page is the default map itself, exactly
+            self.sim.vcu.set_map(default)
+            return
+        table = decode_map(data, XcpMapLayout(SIM_VAN_MAP_ADDRESS, *default.shape))
+        self.sim.vcu.set_map(default.with_torque(table, self.sim.vcu.map_version + 1, 1))
 
     def poll(self, now_s: Optional[float] = None) -> List[can.Message]:
         """Return the ack of a transfer that timed out by now_s (simulated s), if any."""
         now = self.t_s if now_s is None else float(now_s)
+        self.xcp.poll(now)  # the ECU's own fallback to its reference page
         return self._stamp(self.receiver.poll(now), now)
 
     def _stamp(self, acks: List[can.Message], now_s: float) -> List[can.Message]:

@@ -22,6 +22,8 @@ import zlib
 
 import can
 
+from tspace_ros.can.xcp_link import sim_van_key, SIM_VAN_MASTER_ID, SIM_VAN_SLAVE_ID
+
 PID_RES, PID_ERR = 0xFF, 0xFE
 CONNECT, DISCONNECT, GET_STATUS, SYNCH, GET_COMM_MODE_INFO = 0xFF, 0xFE, 0xFD, 0xFC, 0xFB
 GET_SEED, UNLOCK, SET_MTA, UPLOAD, SHORT_UPLOAD, BUILD_CHECKSUM = 0xF8, 0xF7, 0xF6, 0xF5, \
@@ -39,8 +41,8 @@ MAX_BS = 16  # DOWNLOAD_NEXT frames in one block
 
 
 def default_key(seed: bytes) -> bytes:
-    """Return the key of a seed (the simulated van's algorithm: each byte XOR 0x5A, reversed)."""
-    return bytes(b ^ 0x5A for b in reversed(seed))
+    """Return the key of a seed (the simulated van's algorithm, ``can.xcp_link.sim_van_key``)."""
+    return sim_van_key(seed)
 
 
 @dataclass
@@ -49,8 +51,8 @@ class XcpSlave:
 
     reference: bytes
     base_address: int
-    master_id: int = 0x7E0
-    slave_id: int = 0x7E1
+    master_id: int = SIM_VAN_MASTER_ID
+    slave_id: int = SIM_VAN_SLAVE_ID
     timeout_s: float = 0.5
     seed: bytes = b'\x13\x37\xc0\xde'
     key_of: Callable[[bytes], bytes] = default_key
