@@ -49,7 +49,9 @@ def test_value_tables_match_the_python_enums(db):
         {s.value: s.name for s in VcuState}
     ack = db.get_message_by_name('MapAck').get_signal_by_name('AckStatus')
     assert {int(k): str(v) for k, v in ack.choices.items()} == \
-        {s.value: s.name for s in TransferStatus if s != TransferStatus.NO_ACK}
+        {s.value: s.name for s in TransferStatus if s.value >= 0}  # NO_ACK, LINK_ERROR: ours
+    assert {TransferStatus.NO_ACK, TransferStatus.LINK_ERROR} == \
+        {s for s in TransferStatus if s.value < 0}
 
 
 def test_transfer_torque_scale_covers_8000_nm_at_half_nm(db):
