@@ -232,3 +232,47 @@ def test_the_simulated_van_applies_what_xcp_writes_and_falls_back_on_its_own():
     vehicle.poll(0.6)  # the master went silent for longer than the VCU's time-out
     assert np.array_equal(sim.vcu.active_map.torque_nm, DEFAULT.torque_nm)
     assert vehicle.xcp.fallback_active
+
+
+def test_the_map_characteristic_comes_from_the_a2l(tmp_path):
+    from tspace_ros.can.a2l import A2lError, map_layout
+    from tspace_ros.can.dbc import dbc_dir
+    from tspace_ros.can.xcp_link import SIM_VAN_A2L, SIM_VAN_MAP_ADDRESS
+    shipped = dbc_dir() / SIM_VAN_A2L
+    layout = map_layout(shipped, DEFAULT)
+    assert (layout.address, layout.rows, layout.columns) == (SIM_VAN_MAP_ADDRESS, 14, 17)
+    text = shipped.read_text()
+    for change, reason in ((('FLOAT32_IEEE ROW_DIR', 'FLOAT32_IEEE COLUMN_DIR'), 'ROW_DIR'),
+                           (('0 7 10 20', '0 8 10 20'), 'breakpoints'),
+                           (('"%8.1" "Nm"', '"%8.1" "kW"'), "'kW'"),
+                           (('MAP 0x80010000', 'CURVE 0x80010000'), 'not a MAP'),
+                           (('TorqueMap "', 'OtherMap "'), 'no usable characteristic')):
+        bad = tmp_path / 'bad.a2l'
+        bad.write_text(text.replace(*change))
+        with pytest.raises(A2lError, match=reason):
+            map_layout(bad, DEFAULT)
+    garbage = tmp_path / 'garbage.a2l'
+    garbage.write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(A2lError, match='garbage.a2l'):
+        map_layout(garbage, DEFAULT)
+    with pytest.raises(A2lError, match='does not exist'):
+        map_layout(tmp_path / 'missing.a2l', DEFAULT)
+
+
+def test_the_bridge_node_takes_its_xcp_settings_from_the_a2l(tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from ros_test_support import NodeProcess, RosContext
+    from test_window_source_lifecycle import LifecycleDriver
+    common = ['-r', '__ns:=/xcp_van', '-p', 'flash_protocol:=xcp']
+    with RosContext() as ros:
+        with NodeProcess('tspace_ros.nodes.can_bridge', tmp_path / 'topic.log',
+                         common + ['-p', 'can_interface:=ros_topic']) as process:
+            node = LifecycleDriver(ros, 'xcp_van/can_bridge')
+            assert not node.transition(Transition.TRANSITION_CONFIGURE)
+        assert 'flash_protocol xcp needs a python-can interface' in process.output()
+        with NodeProcess('tspace_ros.nodes.can_bridge', tmp_path / 'virtual.log', common + [
+                '-p', 'can_interface:=virtual', '-p', 'can_channel:=xcp_node_test']) as process:
+            node = LifecycleDriver(ros, 'xcp_van/can_bridge')
+            assert node.transition(Transition.TRANSITION_CONFIGURE), process.output()
+            assert node.transition(Transition.TRANSITION_CLEANUP)
+        assert 'XCP: TorqueMap at 0x80010000 (14 x 17 float32)' in process.output()

@@ -40,7 +40,8 @@ MODE_ECU, MODE_XCP = 0x01, 0x02
 RESOURCE_CAL_PAG = 0x01
 # The simulated van's XCP: CAN ids master -> slave and back, the map's address.
 SIM_VAN_MASTER_ID, SIM_VAN_SLAVE_ID = 0x7E0, 0x7E1
-SIM_VAN_MAP_ADDRESS = 0x80010000
+SIM_VAN_MAP_ADDRESS = 0x80010000  # as config/dbc/tspace_sim_van.a2l says (tested)
+SIM_VAN_A2L = 'tspace_sim_van.a2l'
 
 
 def sim_van_key(seed: bytes) -> bytes:

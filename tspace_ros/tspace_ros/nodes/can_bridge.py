@@ -46,13 +46,13 @@ from tspace_interfaces.msg import (CanFrameBatch, EpisodeEvent, ObservationWindo
 from tspace_interfaces.srv import EpisodeControl as EpisodeControlSrv
 
 from tspace_ros.bounded_yaml import read_bounded
+from tspace_ros.can.a2l import map_layout
 from tspace_ros.can.bridge import CanBridgeCore, FlashError, FlashResult, Watchdog
-from tspace_ros.can.dbc import load_dbc_with_warnings
+from tspace_ros.can.dbc import dbc_dir, load_dbc_with_warnings
 from tspace_ros.can.links import make_link
 from tspace_ros.can.windowing import SignalMapping, WindowBuilder
-from tspace_ros.can.xcp_link import (KEY_ALGORITHMS, SIM_VAN_MAP_ADDRESS, SIM_VAN_MASTER_ID,
-                                     SIM_VAN_SLAVE_ID, xcp_master_factory, XcpLink,
-                                     XcpMapLayout)
+from tspace_ros.can.xcp_link import (KEY_ALGORITHMS, SIM_VAN_A2L, SIM_VAN_MASTER_ID,
+                                     SIM_VAN_SLAVE_ID, xcp_master_factory, XcpLink)
 from tspace_ros.episodes.control import (CONFIGURE as EPISODE_CONFIGURE, ENDING as EPISODE_ENDING,
                                          EpisodeControl, EXITED as EPISODE_EXITED)
 from tspace_ros.episodes.hmi_udp import HmiUdpListener
@@ -97,8 +97,10 @@ class CanBridge(TspaceLifecycleNode):
           (0, 2 ** 32 - 1))
         d('xcp_slave_id', SIM_VAN_SLAVE_ID, 'XCP: CAN id slave -> master (bit 31: extended).',
           (0, 2 ** 32 - 1))
-        d('xcp_map_address', SIM_VAN_MAP_ADDRESS, "XCP: address of the torque map's first "
-          'value (float32, row-major) in the calibration segment.', (0, 2 ** 32 - 1))
+        d('xcp_a2l_file', '', "XCP: the ECU's A2L, where the map characteristic lives "
+          "('' = the shipped tspace_sim_van.a2l).")
+        d('xcp_characteristic', 'TorqueMap', 'XCP: the name of the map characteristic in the '
+          'A2L.')
         d('xcp_key_algorithm', 'sim_van_xor', 'XCP seed and key: sim_van_xor or none.')
         d('xcp_timeout_s', 0.5, 'XCP response time-out, s.', (0.01, 30.0))
         d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
@@ -271,8 +273,11 @@ class CanBridge(TspaceLifecycleNode):
         factory = xcp_master_factory(interface, str(p('can_channel')), p('xcp_master_id'),
                                      p('xcp_slave_id'), p('xcp_timeout_s'),
                                      p('can_bitrate') or None, p('can_fd'))
-        return XcpLink(factory, XcpMapLayout(p('xcp_map_address'), *default_map.shape),
-                       key_of=KEY_ALGORITHMS[p('xcp_key_algorithm')],
+        a2l = p('xcp_a2l_file') or str(dbc_dir() / SIM_VAN_A2L)
+        layout = map_layout(a2l, default_map, p('xcp_characteristic'))
+        self.get_logger().info(f'XCP: {p("xcp_characteristic")} at 0x{layout.address:08x} '
+                               f'({layout.rows} x {layout.columns} float32) from {a2l}')
+        return XcpLink(factory, layout, key_of=KEY_ALGORITHMS[p('xcp_key_algorithm')],
                        ack_timeout_s=p('flash_timeout_s'))
 
     def _configure_failed(self, cause: str) -> None:
