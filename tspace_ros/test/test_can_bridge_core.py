@@ -197,3 +197,31 @@ def test_watchdog_fires_once_per_silence_and_can_be_disabled():
     assert not off.expired(1e9)
     with pytest.raises(ValueError):
         Watchdog(-1.0)
+
+
+def test_a_status_captured_before_the_ack_never_makes_the_bridge_follow_or_doubt(db, default):
+    # Frames of two topics can cross: a VcuStatus the VCU sent before it applied the map
+    # (default checksum) arrives after the MapAck. Following it would make the bridge
+    # believe the VCU is on its default map while it holds the agent's.
+    from tspace_ros.can.frames import encode_vcu_status, VcuState
+    from tspace_ros.can.transfer import whole_map_checksum
+    core = make_core(db, default)
+    vcu = VcuMapReceiver(db, default)
+    transfer = core.begin_flash(action_map(default, 3, -0.5), 3, 4)
+    acks = [ack for frame in transfer.frames for ack in vcu.feed(frame, now_s=0.0)]
+    for ack in acks:
+        ack.timestamp = 1_790_000_010.0
+    core.commit_sent(0.0)
+    (result,) = feed(core, acks)[1]
+    assert result.success and not core.active_is_default
+    stale = encode_vcu_status(db, VcuState.DRIVE, 0, 1, (), 1_790_000_009.99,
+                              map_checksum=whole_map_checksum(core.default_map))
+    feed(core, [stale])
+    assert not core.active_is_default and not core.map_in_doubt
+    assert core.vcu_counts['stale_status'] == 1
+    # A report captured after the answer is believed: the VCU went back on its own.
+    fresh = encode_vcu_status(db, VcuState.DRIVE, 0, 2, (), 1_790_000_010.5,
+                              map_checksum=whole_map_checksum(core.default_map),
+                              map_fallback=True)
+    feed(core, [fresh])
+    assert core.active_is_default and core.vcu_counts['fallbacks'] == 1

@@ -142,6 +142,7 @@ class CanBridgeCore:
         self.vcu_events: List[str] = []
         self.vcu_fallback = False
         self.last_vcu_status_ns: Optional[int] = None
+        self._settled_ns: Optional[int] = None  # capture time of the last answer
         self._transfer_id = 0
         self._pending: Optional[Tuple[Union[MapTransfer, LinkWrite], TorqueMap]] = None
         self._default_checksum = whole_map_checksum(self.default_map)
@@ -169,6 +170,8 @@ class CanBridgeCore:
         outcome, status, bad_status = self.link.on_frame(frame)
         if outcome is not None and self._pending is not None:
             result = self._settle(outcome)
+            # Status reports captured before this answer describe the map before it.
+            self._settled_ns = capture_time_ns(frame)
         elif status is not None:
             self._on_vcu_status(status)
         elif bad_status:
@@ -214,6 +217,11 @@ class CanBridgeCore:
         self.last_vcu_status_ns = status.stamp_ns
         self.vcu_counts['status'] += 1
         if self._pending is not None:  # the map is changing: judge it by the ack
+            return
+        if self._settled_ns is not None and 0 <= status.stamp_ns <= self._settled_ns:
+            # Captured before the last answer (frames of two topics can cross): it tells
+            # of the map before, never a reason to follow the VCU or to call a mismatch.
+            self.vcu_counts['stale_status'] += 1
             return
         if fallback and not self.vcu_fallback:
             self.vcu_counts['fallbacks'] += 1
