@@ -2,7 +2,7 @@
 A vehicle's drive log as training data: frames -> windows -> transitions in a pool.
 
 ``python -m tspace_ros.drive_log LOG --pool DIR`` reads a CAN log (ASC, BLF,
-candump ``.log``, TRC, CSV: python-can's readers), decodes it with the
+candump ``.log``, TRC, CSV, MF4: python-can's readers), decodes it with the
 vehicle's DBC and signal mapping exactly as the CAN bridge does, cuts windows,
 and turns them into transitions with the default map's actions (all zeros: the
 vehicle drove its own map) through the cruncher, so rewards and states are those
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     """Run the command line; return the exit code (0 stored, 2 unusable input)."""
     parser = argparse.ArgumentParser(
         prog='python -m tspace_ros.drive_log',
-        description='Turn a CAN log (ASC, BLF, candump .log, TRC, CSV) into windows and '
+        description='Turn a CAN log (ASC, BLF, candump .log, TRC, CSV, MF4) into windows and '
                     'transitions with the default map, stored as one episode in a pool.')
     parser.add_argument('log', type=pathlib.Path)
     parser.add_argument('--pool', type=pathlib.Path, required=True,
