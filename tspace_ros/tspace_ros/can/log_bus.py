@@ -4,9 +4,10 @@ A recorded drive as the vehicle's bus: python-can's log readers behind a can.Bus
 Engineers have logs of their vehicles (Vector ASC and BLF, candump ``.log``,
 PEAK TRC, python-can CSV, ASAM MDF4 bus logging through asammdf). ``LogBus``
 plays one back as a read-only bus: at log speed (``rate`` 1; 2 = twice as
-fast) or as fast as the reader takes it (``rate`` 0). Frames keep their recorded capture times (absolute, also for
-ASC, whose trigger block names its start), so windows are stamped in the log's
-time (the ASC header's time is read as the reading machine's local time).
+fast) or as fast as the reader takes it (``rate`` 0). Frames keep their
+recorded capture times (absolute, also for ASC, whose trigger block names its
+start), so windows are stamped in the log's time (the ASC header's time is
+read as the reading machine's local time).
 Sending is refused (a log cannot take a map), and so is a log that python-can
 cannot read: ``LogBusError`` names the file and the reason.
 """
