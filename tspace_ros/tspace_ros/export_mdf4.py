@@ -18,8 +18,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from tspace_ros.bags import BagError, read_bag
-from tspace_ros.nodes.messages import window_from_msg
+from tspace_ros.bags import BagError, read_bag, typestore_with_ours
 
 WINDOW_TYPE = 'tspace_interfaces/msg/ObservationWindow'
 
@@ -31,21 +30,26 @@ class ExportError(ValueError):
 def export_windows(bag, out) -> dict:
     """Write the windows of a bag as MDF4; return what was written."""
     from asammdf import MDF, Signal
-    from rclpy.serialization import deserialize_message
-    from tspace_interfaces.msg import ObservationWindow
     try:
-        messages = read_bag(bag)
+        store = typestore_with_ours()  # CDR read with rosbags: no ROS needed to export
+        messages = read_bag(bag, typestore=store)
         series: Dict[str, Dict[str, List]] = {}
         units: Dict[str, Dict[str, str]] = {}
         for topic, msgtype, _, data in messages:
             if msgtype != WINDOW_TYPE:
                 continue
-            window = window_from_msg(deserialize_message(data, ObservationWindow))
-            n = window.samples.shape[1]
-            stamps = window.start_ns + np.round(np.arange(n) * 1e9 / window.sample_rate_hz)
+            msg = store.deserialize_cdr(data, msgtype)
+            n = int(msg.samples_per_signal)
+            names = list(msg.signal_names)
+            samples = np.asarray(msg.samples, dtype=np.float32)
+            if n < 1 or samples.size != len(names) * n or len(msg.units) != len(names):
+                raise ExportError(f'{bag}: {topic}: a window of {samples.size} samples does '
+                                  f'not fill {len(names)} signals x {n} samples')
+            start_ns = int(msg.window_start.sec) * 10 ** 9 + int(msg.window_start.nanosec)
+            stamps = start_ns + np.round(np.arange(n) * 1e9 / float(msg.sample_rate_hz))
             group = series.setdefault(topic, {'t': []})
             group['t'].append(stamps.astype(np.int64))
-            for name, unit, row in zip(window.signal_names, window.units, window.samples):
+            for name, unit, row in zip(names, msg.units, samples.reshape(len(names), n)):
                 group.setdefault(name, []).append(np.asarray(row, dtype=np.float64))
                 units.setdefault(topic, {})[name] = unit
     except BagError as error:
