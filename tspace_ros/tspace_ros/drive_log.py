@@ -107,7 +107,7 @@ def replay_into_pool(log, pool_root, dbc=None, dbc_strict: bool = True, mapping_
     return {'log': str(log), 'frames': decoder.stats.frames, 'decoded': decoder.stats.decoded,
             'rejected': decoder.stats.rejections, 'unreadable_records': unreadable,
             'dbc_warnings': len(warnings), 'windows': builder.stats.windows,
-            'flagged_windows': builder.stats.dropped_windows,
+            'dropped_windows': builder.stats.dropped_windows,
             'episode_id': episode_id, 'transitions_stored': stored,
             'episodes': [s.episode_id for s, _ in finished if s.valid],
             'pool_records': stats['records'], 'pool': str(pool_root),

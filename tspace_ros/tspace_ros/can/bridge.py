@@ -34,8 +34,7 @@ import can
 
 from tspace_ros.can.dbc import Database
 from tspace_ros.can.decoder import capture_time_ns, FrameDecoder
-from tspace_ros.can.links import (FLASH_PROTOCOLS, LinkStatus, LinkWrite, make_link,
-                                  VehicleLink)
+from tspace_ros.can.links import LinkStatus, LinkWrite, make_link, VehicleLink
 from tspace_ros.can.transfer import MapTransfer, TransferStatus, whole_map_checksum
 from tspace_ros.can.windowing import WindowBuilder, WindowResult
 from tspace_ros.torque_map.map import ORIGIN_DEFAULT, TorqueMap
@@ -116,9 +115,6 @@ class CanBridgeCore:
         goal is still gated, then answered NO_FLASH_PROTOCOL, and nothing is
         ever sent (a production DBC without our messages works this way).
         """
-        if link is None and flash_protocol not in FLASH_PROTOCOLS:
-            raise ValueError(f'flash_protocol must be one of {", ".join(FLASH_PROTOCOLS)}, '
-                             f'got {flash_protocol!r}')
         if not gate.default_map.same_breakpoints(default_map) or not np_equal(
                 gate.default_map.torque_nm, default_map.torque_nm):
             raise ValueError("the gate's default map is not the bridge's default map")

@@ -102,7 +102,6 @@ class XcpLink:
         self.key_of = key_of
         self.ack_timeout_s = float(ack_timeout_s)
         self._outcome: Optional[TransferOutcome] = None
-        self._pending: Optional[LinkWrite] = None
         self._lock = threading.Lock()
         self._working: Optional[np.ndarray] = None  # the working page, as last read back
         self.errors: dict = {}
@@ -163,7 +162,6 @@ class XcpLink:
         page = encode_rows(table)  # the whole page as the ECU must hold it afterwards
         write = LinkWrite(transfer_id, version, (), admitted)
         with self._lock:
-            self._pending = write
             try:
                 master = self._connected()
                 master.setCalPage(MODE_XCP, layout.segment, layout.working_page)
@@ -211,7 +209,6 @@ class XcpLink:
         """Switch the ECU back to the reference page (no values travel)."""
         write = LinkWrite(transfer_id, 0, (), default_map)
         with self._lock:
-            self._pending = write
             try:
                 master = self._connected()
                 master.setCalPage(MODE_ECU | MODE_XCP, self.layout.segment,
@@ -225,8 +222,6 @@ class XcpLink:
     def take_outcome(self) -> Optional[TransferOutcome]:
         """Return (once) the outcome of the last write or restore."""
         outcome, self._outcome = self._outcome, None
-        if outcome is not None:
-            self._pending = None
         return outcome
 
     def on_frame(self, frame):
@@ -241,8 +236,7 @@ class XcpLink:
         return False
 
     def cancel(self):
-        """Forget the pending write."""
-        self._pending = None
+        """Forget the pending write's outcome."""
         self._outcome = None
 
     def heartbeat(self, counter, version, checksum):

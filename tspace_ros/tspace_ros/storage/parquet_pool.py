@@ -261,6 +261,15 @@ def check_version(schema: pa.Schema, where: str) -> None:
                            'or open it with a matching tspace_ros')
 
 
+def _file_crc32(path: pathlib.Path) -> int:
+    """Return the CRC-32 of a whole file, read in chunks."""
+    crc = 0
+    with open(path, 'rb') as source:
+        for chunk in iter(lambda: source.read(READ_CHUNK), b''):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
 def _fsync_dir(path: pathlib.Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -275,13 +284,11 @@ class _LogStream:
     def __init__(self, path: pathlib.Path, schema: pa.Schema):
         self.path, self.schema = path, schema
         self._file = None
-        self._writer = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._file is None:
             self._file = open(self.path, 'xb')
             self._file.write(log_frames.encode_schema(self.schema))
-            self._writer = True
             _fsync_dir(self.path.parent)
         self._file.write(log_frames.encode_batch(batch))
         self._file.flush()
@@ -296,7 +303,7 @@ class _LogStream:
         if self._file is not None:
             self.fsync()
             self._file.close()
-        self._writer = self._file = None
+        self._file = None
 
 
 def read_stream(path: pathlib.Path) -> Tuple[List[pa.RecordBatch], bool]:
@@ -422,10 +429,7 @@ class ParquetPool(TransitionPool):
         match = _PART_CRC.search(path.name)
         try:
             if match is not None:
-                crc = 0
-                with open(path, 'rb') as source:
-                    for chunk in iter(lambda: source.read(READ_CHUNK), b''):
-                        crc = zlib.crc32(chunk, crc)
+                crc = _file_crc32(path)
                 if f'{crc:08x}' != match.group(1):
                     self._quarantine(path, f'file CRC {crc:08x}, its name says '
                                      f'{match.group(1)}')
@@ -632,11 +636,7 @@ class ParquetPool(TransitionPool):
             pq.write_table(table, sink, write_page_checksum=True)
             sink.flush()
             os.fsync(sink.fileno())
-        crc = 0
-        with open(temporary, 'rb') as source:
-            for chunk in iter(lambda: source.read(READ_CHUNK), b''):
-                crc = zlib.crc32(chunk, crc)
-        final = directory / f'{name}.c{crc:08x}.parquet'
+        final = directory / f'{name}.c{_file_crc32(temporary):08x}.parquet'
         os.replace(temporary, final)
         for path in (directory, directory.parent, directory.parent.parent):
             _fsync_dir(path)

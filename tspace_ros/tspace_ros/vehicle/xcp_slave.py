@@ -40,9 +40,7 @@ MAX_CTO = 8
 MAX_BS = 16  # DOWNLOAD_NEXT frames in one block
 
 
-def default_key(seed: bytes) -> bytes:
-    """Return the key of a seed (the simulated van's algorithm, ``can.xcp_link.sim_van_key``)."""
-    return sim_van_key(seed)
+default_key = sim_van_key  # the simulated van's seed-and-key algorithm
 
 
 @dataclass
