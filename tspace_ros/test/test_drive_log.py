@@ -12,6 +12,7 @@ import math
 import time
 
 import can
+from hypothesis import given, HealthCheck, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -145,3 +146,31 @@ def test_the_bridge_node_reads_a_log_as_its_bus(tmp_path, frames):
         assert first.vehicle_id == 'VIN-LOG'
         assert T0_S * 1e9 <= first.start_ns < (T0_S + 30.0) * 1e9  # the log's own time
         assert node.transition(Transition.TRANSITION_DEACTIVATE)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from(['.asc', '.blf', '.log', '.trc', '.csv']),
+       cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                                     st.integers(1, 255)), max_size=6))
+def test_property_a_damaged_log_is_stored_or_refused_never_a_crash(tmp_path, frames, suffix,
+                                                                   cut, flips):
+    import shutil
+    source = tmp_path / f'source{suffix}'
+    if not source.exists():
+        _write(source, frames[:1500])
+    data = bytearray(source.read_bytes())
+    del data[int(cut * len(data)):]
+    for where, value in flips:
+        if data:
+            data[int(where * len(data))] ^= value
+    log = tmp_path / f'damaged{suffix}'
+    log.write_bytes(bytes(data))
+    pool = tmp_path / 'pool'
+    shutil.rmtree(pool, ignore_errors=True)
+    try:
+        result = replay_into_pool(log, pool)
+    except DriveLogError as error:
+        assert str(error)
+        return
+    assert result['transitions_stored'] >= 0 and len(result['episodes']) == 1

@@ -15,6 +15,7 @@ import time
 import uuid
 
 import can
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -276,3 +277,22 @@ def test_the_bridge_node_takes_its_xcp_settings_from_the_a2l(tmp_path):
             assert node.transition(Transition.TRANSITION_CONFIGURE), process.output()
             assert node.transition(Transition.TRANSITION_CLEANUP)
         assert 'XCP: TorqueMap at 0x80010000 (14 x 17 float32)' in process.output()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0x7E0, 0x7E0, 0x7E0, 0x123]),
+                          st.binary(min_size=0, max_size=8)), min_size=1, max_size=60))
+def test_property_no_frame_makes_the_slave_raise_or_write_its_reference_page(frames):
+    slave = xs.XcpSlave(encode_rows(DEFAULT.torque_nm), ADDRESS)
+    reference = slave.reference
+    for can_id, data in [(0x7E0, bytes([xs.CONNECT, 0]))] + frames:
+        answers = slave.on_frame(can.Message(arbitration_id=can_id, is_extended_id=False,
+                                             data=data), 0.0)
+        assert len(answers) <= 1
+        for answer in answers:
+            assert answer.arbitration_id == slave.slave_id and 1 <= len(answer.data) <= 8
+            assert answer.data[0] in (0xFF, 0xFE)
+    assert slave.reference == reference  # the default map is never overwritten
+    assert slave.ecu_page in (0, 1) and slave.xcp_page in (0, 1)
+    if slave.protected and slave.ecu_page == 1:
+        assert slave.stats.get('command_0xf7')  # no page switch without UNLOCK
