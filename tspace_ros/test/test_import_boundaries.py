@@ -91,17 +91,3 @@ def test_the_checks_see_a_violation(tmp_path):
     sample = tmp_path / 'sample.py'
     sample.write_text('def f():\n    from rclpy.node import Node\n    import tensorflow as tf\n')
     assert _imports(sample) == ['rclpy.node', 'tensorflow']
-
-
-def test_the_stored_observation_spec_is_what_the_agent_uses():
-    # Derived from the state builder, not typed again: names, units and scales agree.
-    from tspace_ros.agents.vehicle_policy import DEFAULT_STATE_SIGNALS, StateBuilder
-    from tspace_ros.storage import default_spec
-    spec = default_spec()
-    assert spec['signals'] == list(DEFAULT_STATE_SIGNALS) == ['speed', 'pedal', 'brake']
-    assert spec['units'] == ['km/h', '1', 'bar']
-    assert spec['scales'] == [scale for _, scale in DEFAULT_STATE_SIGNALS.values()]
-    builder = StateBuilder(samples_per_window=spec['samples_per_window'],
-                           action_dim=spec['action_shape'][0] * spec['action_shape'][1],
-                           recent_actions=spec['recent_actions'])
-    assert spec['state_size'] == builder.state_dim

@@ -30,7 +30,7 @@ from tspace_ros.cruncher.core import (AgentActionRecord, Cruncher, CruncherConfi
                                       EpisodeEventRecord)
 from tspace_ros.episodes.control import episode_id_for
 from tspace_ros.storage import open_pool, PoolConfig, StorageError
-from tspace_ros.task.files import load_default_map
+from tspace_ros.task.contract import load_task
 from tspace_ros.torque_map.action import action_rows
 
 
@@ -40,24 +40,27 @@ class DriveLogError(ValueError):
 
 def replay_into_pool(log, pool_root, dbc=None, dbc_strict: bool = True, mapping_file=None,
                      vehicle_id: str = 'LOGGED-VEHICLE', driver_id: str = 'driver0',
-                     sample_rate_hz: float = 20.0, samples_per_window: int = 30,
-                     rows_per_action: int = 4, default_map_file: Optional[str] = None) -> dict:
-    """Turn one log into one stored episode; return what was read, built and stored."""
+                     task_file: Optional[str] = None) -> dict:
+    """
+    Turn one log into one stored episode; return what was read, built and stored.
+
+    The windows, states and actions follow the task contract of ``task_file``
+    (None: the shipped simulated van's); the actions are the default map's (zero).
+    """
     try:
+        task = load_task(task_file)
         db, warnings = load_dbc_with_warnings(dbc, dbc_strict)
         mapping = SignalMapping.default() if not mapping_file else \
             SignalMapping.from_dicts(read_bounded(mapping_file, 'signal mapping file'))
         mapping.check_against(db)
-        mapping.check_task()
-        default_map = load_default_map(default_map_file)
+        mapping.check_task(task.required_signals)
         reader = open_log_reader(log)
     except (DbcError, LogBusError, OSError, ValueError) as error:
         raise DriveLogError(str(error)) from None
     decoder = FrameDecoder(db)
-    builder = WindowBuilder(mapping, sample_rate_hz, samples_per_window, vehicle_id, driver_id)
-    columns = default_map.shape[1]
-    cruncher = Cruncher(CruncherConfig(samples_per_window=samples_per_window,
-                                       action_dim=rows_per_action * columns))
+    builder = WindowBuilder(mapping, task.sample_rate_hz, task.samples_per_window, vehicle_id,
+                            driver_id)
+    cruncher = Cruncher(CruncherConfig.for_task(task))
     transitions, episode_id, start_ns, last_end = [], '', 0, 0
     unreadable = 0
     while True:
@@ -82,11 +85,11 @@ def replay_into_pool(log, pool_root, dbc=None, dbc_strict: bool = True, mapping_
                     start_ns))
                 continue  # windows of the episode start with the next one
             transitions += cruncher.on_window(window)
-            rows = action_rows(float(np.max(window.signal('speed'))), default_map.shape[0],
-                               rows_per_action)
+            rows = action_rows(float(np.max(window.signal('speed'))),
+                               task.default_map.shape[0], task.rows_per_action)
             transitions += cruncher.on_action(AgentActionRecord(
                 vehicle_id, episode_id, window.step_index, window.end_ns,
-                np.zeros(rows_per_action * columns, np.float32), rows.start, len(rows), 0,
+                np.zeros(task.action_dim, np.float32), rows.start, len(rows), 0,
                 True, active_since_ns=start_ns))
             last_end = window.end_ns
     if not episode_id or not last_end:
@@ -97,7 +100,7 @@ def replay_into_pool(log, pool_root, dbc=None, dbc_strict: bool = True, mapping_
                                          episode_id, last_end, start_ns, last_end))
     finished = cruncher.finished() + cruncher.flush()
     try:
-        with open_pool(PoolConfig(root=str(pool_root))) as pool:
+        with open_pool(PoolConfig(root=str(pool_root), spec=task.observation_spec())) as pool:
             stored = pool.append(transitions + [t for _, ts in finished for t in ts])
             for summary, _ in finished:
                 pool.end_episode(summary)
@@ -128,17 +131,14 @@ def main(argv=None) -> int:
     parser.add_argument('--dbc-non-strict', action='store_true',
                         help='load the DBC non-strict (production DBCs often need it)')
     parser.add_argument('--mapping', help='signal mapping YAML (default: the sim van)')
-    parser.add_argument('--default-map', help="the vehicle's default torque map YAML")
+    parser.add_argument('--task', help="the vehicle's task file: signals, window, default map "
+                        "(default: the simulated van's config/vehicles/sim_van_task.yaml)")
     parser.add_argument('--vehicle-id', default='LOGGED-VEHICLE')
     parser.add_argument('--driver-id', default='driver0')
-    parser.add_argument('--sample-rate-hz', type=float, default=20.0)
-    parser.add_argument('--samples-per-window', type=int, default=30)
     args = parser.parse_args(argv)
     try:
         result = replay_into_pool(args.log, args.pool, args.dbc, not args.dbc_non_strict,
-                                  args.mapping, args.vehicle_id, args.driver_id,
-                                  args.sample_rate_hz, args.samples_per_window,
-                                  default_map_file=args.default_map)
+                                  args.mapping, args.vehicle_id, args.driver_id, args.task)
     except DriveLogError as error:
         print(f'drive_log: {error}', file=sys.stderr)
         return 2

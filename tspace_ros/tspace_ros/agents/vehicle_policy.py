@@ -22,15 +22,9 @@ from typing import Deque, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from tspace_ros.signals.window import SignalWindow
+from tspace_ros.task.contract import shipped_task
 from tspace_ros.torque_map.action import action_rows, apply_action
 from tspace_ros.torque_map.map import TorqueMap
-
-# Signal -> (unit it must have, scale it is divided by): brings each to about [0, 1].
-DEFAULT_STATE_SIGNALS: Dict[str, Tuple[str, float]] = {
-    'speed': ('km/h', 120.0),
-    'pedal': ('1', 1.0),
-    'brake': ('bar', 50.0),
-}
 
 
 class StateError(ValueError):
@@ -44,6 +38,10 @@ class StateBuilder:
 
     Attributes
     ----------
+    Every attribute left None is the shipped task contract's
+    (``task.contract.shipped_task``); a node builds it from its own task with
+    ``TaskContract.state_builder()``.
+
     samples_per_window:
         Samples per signal the windows must have (tspace local: 30).
     action_dim:
@@ -55,14 +53,23 @@ class StateBuilder:
 
     """
 
-    samples_per_window: int = 30
-    action_dim: int = 68
-    recent_actions: int = 0
+    samples_per_window: Optional[int] = None
+    action_dim: Optional[int] = None
+    recent_actions: Optional[int] = None
     signals: Optional[Dict[str, Tuple[str, float]]] = None
 
     def __post_init__(self):
-        """Check the sizes; start with zero past actions."""
-        self.signals = dict(self.signals or DEFAULT_STATE_SIGNALS)
+        """Fill what is None from the shipped task; check the sizes; zero past actions."""
+        if None in (self.samples_per_window, self.action_dim, self.recent_actions,
+                    self.signals):
+            task = shipped_task()
+            for name, value in (('samples_per_window', task.samples_per_window),
+                                ('action_dim', task.action_dim),
+                                ('recent_actions', task.recent_actions),
+                                ('signals', task.state_signals)):
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+        self.signals = dict(self.signals)
         if self.samples_per_window < 1 or self.action_dim < 1 or self.recent_actions < 0:
             raise ValueError('samples_per_window and action_dim must be >= 1, '
                              'recent_actions >= 0')
@@ -113,12 +120,20 @@ class StateBuilder:
 
 @dataclass
 class ActionMapper:
-    """Turn an action into the torque map the bridge is asked to flash."""
+    """Turn an action into the map the bridge is asked to flash (None: the shipped task's)."""
 
     default_map: TorqueMap
-    torque_budget_nm: float = 250.0
-    upper_bound: float = 1.0
-    rows_per_action: int = 4
+    torque_budget_nm: Optional[float] = None
+    upper_bound: Optional[float] = None
+    rows_per_action: Optional[int] = None
+
+    def __post_init__(self):
+        """Fill the limits left None from the shipped task contract."""
+        task = shipped_task() if None in (self.torque_budget_nm, self.upper_bound,
+                                          self.rows_per_action) else None
+        for name in ('torque_budget_nm', 'upper_bound', 'rows_per_action'):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(task, name))
 
     @property
     def action_dim(self) -> int:

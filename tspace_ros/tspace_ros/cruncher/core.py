@@ -55,10 +55,10 @@ class CruncherConfig:
     reward:
         The reward's terms (``RewardConfig``).
     samples_per_window, action_dim, recent_actions, signals:
-        As ``StateBuilder`` takes them: samples per signal and window (30), the
-        length of one action (68 = 4 rows x 17 pedal columns), how many past
-        actions states carry (0), state signal -> (unit, scale) (None: speed,
-        pedal, brake).
+        As ``StateBuilder`` takes them: samples per signal and window, the
+        length of one action, how many past actions states carry, state signal
+        -> (unit, scale). None: the shipped task contract's (``for_task`` builds
+        the configuration of any task).
     max_step_windows:
         The elastic bound: a step stretches over at most this many windows after
         its observation while it waits for its action to take effect (3).
@@ -69,15 +69,27 @@ class CruncherConfig:
     """
 
     reward: RewardConfig = field(default_factory=RewardConfig)
-    samples_per_window: int = 30
-    action_dim: int = 68
-    recent_actions: int = 0
+    samples_per_window: Optional[int] = None
+    action_dim: Optional[int] = None
+    recent_actions: Optional[int] = None
     signals: Optional[Dict[str, Tuple[str, float]]] = None
     max_step_windows: int = 3
     keep_timed_out: bool = True
 
+    @classmethod
+    def for_task(cls, task, **kwargs) -> 'CruncherConfig':
+        """Return the configuration of a ``TaskContract``'s states and actions (and kwargs)."""
+        return cls(samples_per_window=task.samples_per_window, action_dim=task.action_dim,
+                   recent_actions=task.recent_actions, signals=task.state_signals, **kwargs)
+
     def __post_init__(self):
-        """Reject sizes that cannot work: ValueError naming the field."""
+        """Fill sizes left None from the shipped task; reject any that cannot work."""
+        if None in (self.samples_per_window, self.action_dim, self.recent_actions):
+            from tspace_ros.task.contract import shipped_task
+            task = shipped_task()
+            for name in ('samples_per_window', 'action_dim', 'recent_actions'):
+                if getattr(self, name) is None:
+                    setattr(self, name, getattr(task, name))
         if not isinstance(self.reward, RewardConfig):
             raise ValueError(f'reward must be a RewardConfig, got {type(self.reward).__name__}')
         for name, least in (('samples_per_window', 1), ('action_dim', 1),

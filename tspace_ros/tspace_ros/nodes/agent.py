@@ -43,14 +43,13 @@ from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
 from tspace_ros.agents.litert import LiteRtActor, LiteRtRecurrentActor
 from tspace_ros.agents.noise import make_noise, NOISE_KINDS
 from tspace_ros.agents.policy_exchange import PolicyBlob, PolicyError
-from tspace_ros.agents.vehicle_policy import ActionMapper, StateBuilder, StateError
+from tspace_ros.agents.vehicle_policy import StateError
 from tspace_ros.nodes.diagnostics import diagnostic_array, ERROR, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import (float32_field, time_from_ns, time_to_ns,
                                        torque_map_from_msg, torque_map_to_msg, window_from_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS, WINDOW_QOS
 from tspace_ros.signals.window import WindowError
-from tspace_ros.task.files import load_default_map
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 
 ALGORITHMS = ('ddpg', 'rdpg')
@@ -70,12 +69,7 @@ class Agent(TspaceLifecycleNode):
         d('noise_sigma', 0.1, 'Noise standard deviation (action units).', (0.0, 2.0))
         d('noise_theta', 0.15, 'Ornstein-Uhlenbeck mean reversion.', (0.0, 10.0))
         d('seed', 0, 'Seed of the exploration noise.', (0, 2**31 - 1))
-        d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
-        d('torque_budget_nm', 250.0, 'Largest change from the default map, Nm.', (0.0, 10000.0))
-        d('upper_bound', 1.0, 'Upper limit as a factor on the default map (>= 1).', (1.0, 10.0))
-        d('rows_per_action', 4, 'Speed rows one action changes.', (1, 64))
-        d('samples_per_window', 30, 'Samples per signal the policy expects.', (1, 100000))
-        d('recent_actions', 0, 'Past actions appended to the state.', (0, 16))
+        self.declare_task_file()  # signals, window, map, rows per action, gate limits
         d('policy_topic', 'policy/update',
           "Where policies arrive (e.g. a fleet trainer's /fleet/policy/update).")
         d('policy_file', '', "Policy blob (.npz) to start with ('' = wait for policy/update).")
@@ -96,11 +90,9 @@ class Agent(TspaceLifecycleNode):
                                           ('noise', NOISE_KINDS))
                     if p(name) not in allowed]
         try:
-            default_map = load_default_map(p('default_map_file'))
-            mapper = ActionMapper(default_map, p('torque_budget_nm'), p('upper_bound'),
-                                  p('rows_per_action'))
-            states = StateBuilder(p('samples_per_window'), mapper.action_dim,
-                                  p('recent_actions'))
+            task = self.load_task()
+            default_map, mapper, states = task.default_map, task.action_mapper(), \
+                task.state_builder()
         except (OSError, ValueError) as error:
             problems.append(f'{type(error).__name__}: {error}')
         if problems:

@@ -67,12 +67,7 @@ class CruncherNode(TspaceLifecycleNode):
         """Declare the parameters; nothing is created before configure."""
         super().__init__(node_name, **kwargs)
         d = self.declare_described
-        d('samples_per_window', 30, 'Samples per signal the states are built from.',
-          (1, 100000))
-        d('action_dim', 68, 'Length of one action (rows per action x pedal columns).',
-          (1, 100000))
-        d('recent_actions', 0, 'Past actions appended to each state (as the agent does).',
-          (0, 16))
+        self.declare_task_file()  # the states' signals and sizes, the action's length
         d('max_step_windows', 3, 'Elastic bound: windows a step may wait for its action.',
           (1, 100))
         d('keep_timed_out', True, 'Keep timed-out steps as transitions marked timed_out.')
@@ -102,10 +97,8 @@ class CruncherNode(TspaceLifecycleNode):
                 shaping_gamma=p('shaping_gamma').value,
                 speed_tracking_weight=p('speed_tracking_weight').value,
                 action_weight=p('action_weight').value)
-            config = CruncherConfig(
-                reward=reward, samples_per_window=p('samples_per_window').value,
-                action_dim=p('action_dim').value, recent_actions=p('recent_actions').value,
-                max_step_windows=p('max_step_windows').value,
+            config = CruncherConfig.for_task(
+                self.load_task(), reward=reward, max_step_windows=p('max_step_windows').value,
                 keep_timed_out=p('keep_timed_out').value)
             core = Cruncher(config)
         except ValueError as error:

@@ -83,6 +83,18 @@ class TspaceLifecycleNode(LifecycleNode):
             self._parameter_errors.append(f'parameter {name!r}: {error}')
             return self.declare_parameter(name, default, descriptor, ignore_override=True)
 
+    def declare_task_file(self):
+        """Declare ``task_file``: the vehicle's task contract every stage shares."""
+        return self.declare_described(
+            'task_file', '', "The vehicle's task contract, YAML: signals, window, default map, "
+            "rows per action, gate limits ('' = the shipped simulated van's "
+            'config/vehicles/sim_van_task.yaml).')
+
+    def load_task(self, vehicle_id: str = ''):
+        """Return the task contract of ``task_file`` (TaskContractError if it cannot work)."""
+        from tspace_ros.task.contract import load_task
+        return load_task(self.get_parameter('task_file').value, vehicle_id)
+
     def wall_timer(self, period_s: float, callback, **kwargs):
         """
         Create a timer on the steady (wall) clock.

@@ -32,7 +32,6 @@ from tspace_ros.nodes.diagnostics import diagnostic_array, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import torque_map_from_msg
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS
-from tspace_ros.task.files import load_default_map
 from visualization_msgs.msg import MarkerArray
 
 # The latest picture must reach late joiners (rviz started after the map changed).
@@ -54,7 +53,7 @@ class MapViz(TspaceLifecycleNode):
         d('pedal_scale', DEFAULT_SCALE[1], 'Metres per pedal unit (0..1) along y.', (1e-6, 1e3))
         d('torque_scale', DEFAULT_SCALE[2], 'Metres per Nm along z.', (1e-9, 1e3))
         d('show_difference', True, 'Also draw the difference to the default map.')
-        d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
+        self.declare_task_file()  # the default map the difference is drawn against
         d('diagnostics_period_s', 1.0, 'How often /diagnostics is published, s.', (0.05, 60.0))
         self._lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -85,9 +84,9 @@ class MapViz(TspaceLifecycleNode):
         default_map = None
         if p('show_difference'):
             try:
-                default_map = load_default_map(p('default_map_file'))
+                default_map = self.load_task().default_map
             except (OSError, ValueError) as error:
-                self.get_logger().error(f'configure failed: default map: {error}')
+                self.get_logger().error(f'configure failed: task file: {error}')
                 return TransitionCallbackReturn.FAILURE
         self._default_map, self._pending = default_map, None
         self._reset_counts()

@@ -35,7 +35,7 @@ from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import (episode_from_msg, episode_to_msg, summary_to_msg,
                                        time_to_ns, transition_from_msg, transition_to_msg)
 from tspace_ros.nodes.qos import RECORD_QOS
-from tspace_ros.storage import default_spec, open_pool, PoolConfig, StorageError
+from tspace_ros.storage import open_pool, PoolConfig, StorageError
 
 MAX_SAMPLE = 100_000
 
@@ -56,6 +56,7 @@ class StorageNode(TspaceLifecycleNode):
         d('max_bytes', 0, 'Retention: largest size on disk, bytes (0: unlimited).',
           (0, 2**62))
         d('max_age_s', 0.0, 'Retention: oldest episode kept, s (0: unlimited).', (0.0, 1e10))
+        self.declare_task_file()  # the observation specification stored with the data
         d('site_name', 'simulation', 'Site name in the observation specification.')
         d('time_zone', 'UTC', 'Site time zone (IANA name) in the observation specification.')
         d('vehicles', [], 'Namespaces of the vehicles this storage serves ([] = its own '
@@ -80,9 +81,8 @@ class StorageNode(TspaceLifecycleNode):
         p = {name: self.get_parameter(name).value for name in (
             'backend', 'root', 'mongodb_uri_env', 'mongodb_uri_file', 'mongodb_database',
             'max_bytes', 'max_age_s', 'site_name', 'time_zone')}
-        spec = default_spec()
-        spec.update({'site': p['site_name'], 'time_zone': p['time_zone']})
         try:
+            spec = self.load_task().observation_spec(p['site_name'], p['time_zone'])
             config = PoolConfig(
                 backend=p['backend'], root=os.path.expanduser(p['root']),
                 mongodb_uri_env=p['mongodb_uri_env'], mongodb_uri_file=p['mongodb_uri_file'],

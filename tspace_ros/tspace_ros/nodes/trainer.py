@@ -42,7 +42,6 @@ from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torqu
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 
 SOURCES = ('auto', 'topic')
-STATE_SIGNALS = 3  # speed, pedal, brake (vehicle_policy.DEFAULT_STATE_SIGNALS)
 
 
 class TrainerNode(TspaceLifecycleNode):
@@ -77,9 +76,7 @@ class TrainerNode(TspaceLifecycleNode):
         d('buffer_capacity', 1_000_000, 'Topic source: transitions kept.', (1, 10**9))
         d('vehicles', [], 'Topic source: namespaces of the vehicles whose transitions and '
           'episodes to take ([] = its own namespace).')
-        d('samples_per_window', 30, 'Samples per signal in a state.', (1, 100000))
-        d('action_dim', 68, 'Length of one action.', (1, 100000))
-        d('recent_actions', 0, 'Past actions appended to each state.', (0, 16))
+        self.declare_task_file()  # the state and action sizes
         d('batch_size', 256, 'Transitions (ddpg) or episodes (rdpg) per update.', (1, 100000))
         d('gamma', 0.99, 'Discount per step.', (0.0, 1.0))
         d('tau', 0.005, 'Soft target update rate.', (1e-6, 1.0))
@@ -157,8 +154,7 @@ class TrainerNode(TspaceLifecycleNode):
         from tspace_ros.agents.rdpg import RdpgConfig
         from tspace_ros.training.trainer import TrainerConfig, TrainerCore
         algorithm = self._p('algorithm')
-        state_dim = STATE_SIGNALS * self._p('samples_per_window') + \
-            self._p('recent_actions') * self._p('action_dim')
+        task = self.load_task()
         common = {'gamma': self._p('gamma'), 'tau': self._p('tau'),
                   'actor_lr': self._p('actor_lr'), 'critic_lr': self._p('critic_lr'),
                   'reward_scale': self._p('reward_scale'),
@@ -172,7 +168,7 @@ class TrainerNode(TspaceLifecycleNode):
             publish_every=self._p('publish_every'),
             checkpoint_every=self._p('checkpoint_every'),
             rdpg_max_length=self._p('rdpg_max_length') or None, seed=self._p('seed'))
-        return TrainerCore(config, state_dim, self._p('action_dim'), agent_config,
+        return TrainerCore(config, task.state_dim, task.action_dim, agent_config,
                            checkpoint_dir=_path(self._p('checkpoint_dir')),
                            log_dir=_path(self._p('log_dir')), publish=self._publish_blob)
 

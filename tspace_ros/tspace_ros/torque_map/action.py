@@ -9,6 +9,7 @@ made here always passes ``SafetyGate.check``.
 """
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -16,15 +17,18 @@ from tspace_ros.torque_map.map import ORIGIN_AGENT, TorqueMap
 from tspace_ros.torque_map.safety_gate import torque_limits
 
 
-def action_rows(top_speed_kph: float, n_rows: int, rows_per_action: int = 4) -> range:
+def action_rows(top_speed_kph: float, n_rows: int, rows_per_action: Optional[int] = None) -> range:
     """
     Return the speed rows an action changes, for a window's top speed (km/h).
 
     tspace's rule: the first row is 0 below 20 km/h, 1 below 30 km/h, then one
     row more per 10 km/h (30..40 km/h: 2, ...). The range is clamped into the
     table (tspace computed row 16 of a 14-row map at high speed): the first row
-    is at most n_rows - rows_per_action. Negative speeds (reversing) give row 0.
+    is at most n_rows - rows_per_action (None: the shipped task's). Negative
+    speeds (reversing) give row 0.
     """
+    if rows_per_action is None:
+        rows_per_action = _shipped().rows_per_action
     if not math.isfinite(top_speed_kph):
         raise ValueError(f'top speed must be finite, got {top_speed_kph}')
     if not 1 <= rows_per_action <= n_rows:
@@ -35,8 +39,8 @@ def action_rows(top_speed_kph: float, n_rows: int, rows_per_action: int = 4) -> 
 
 
 def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
-                 torque_budget_nm: float = 250.0, upper_bound: float = 1.0,
-                 policy_version: int = 0) -> TorqueMap:
+                 torque_budget_nm: Optional[float] = None,
+                 upper_bound: Optional[float] = None, policy_version: int = 0) -> TorqueMap:
     """
     Return the map an action asks for: current, with rows from row_start replaced.
 
@@ -45,8 +49,12 @@ def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
     raise ValueError (a broken policy must not reach the vehicle). New rows:
     clip(default + action x torque_budget_nm, lower, upper) with the safety
     gate's limits (``torque_limits``). The result has origin ORIGIN_AGENT and
-    the given policy version.
+    the given policy version. A limit left None is the shipped task's.
     """
+    if torque_budget_nm is None:
+        torque_budget_nm = _shipped().torque_budget_nm
+    if upper_bound is None:
+        upper_bound = _shipped().upper_bound
     if not default.same_breakpoints(current):
         raise ValueError('default and current maps have different breakpoints')
     n_rows, n_cols = default.shape
@@ -66,3 +74,8 @@ def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
     table = np.array(current.torque_nm)
     table[rows] = np.clip(base + np.clip(a, -1.0, 1.0) * torque_budget_nm, lower, upper)
     return current.with_torque(table, policy_version=policy_version, origin=ORIGIN_AGENT)
+
+
+def _shipped():
+    from tspace_ros.task.contract import shipped_task  # lazily: the task loads torque maps
+    return shipped_task()

@@ -111,8 +111,8 @@ def torque_limits(default_nm: np.ndarray, torque_budget_nm: float,
 class SafetyGate:
     """Check proposed torque maps against the default map's limits."""
 
-    def __init__(self, default_map: TorqueMap, torque_budget_nm: float = 250.0,
-                 upper_bound: float = 1.0, rows_per_action: int = 4,
+    def __init__(self, default_map: TorqueMap, torque_budget_nm: Optional[float] = None,
+                 upper_bound: Optional[float] = None, rows_per_action: Optional[int] = None,
                  tolerance_nm: float = 1e-3, resolution_nm: float = 0.0):
         """
         Fix the default map and the limits.
@@ -121,7 +121,17 @@ class SafetyGate:
         upper_bound: see the module docstring (>= 1; 1.0 = never above the
         default). rows_per_action: most rows one action may change.
         resolution_nm: the vehicle link's torque step (0: values travel exact).
+        A limit left None is the shipped task contract's (a node passes its own
+        task's: ``TaskContract.safety_gate``).
         """
+        if None in (torque_budget_nm, upper_bound, rows_per_action):
+            from tspace_ros.task.contract import shipped_task
+            task = shipped_task()
+            torque_budget_nm = task.torque_budget_nm if torque_budget_nm is None \
+                else torque_budget_nm
+            upper_bound = task.upper_bound if upper_bound is None else upper_bound
+            rows_per_action = task.rows_per_action if rows_per_action is None \
+                else rows_per_action
         if not (math.isfinite(resolution_nm) and resolution_nm >= 0):
             raise ValueError(f'resolution_nm must be >= 0, got {resolution_nm}')
         if not (math.isfinite(tolerance_nm) and tolerance_nm >= 0):
