@@ -107,9 +107,10 @@ class BatchDecoder:
                  nominal_rate_hz: float = 50.0, max_clock_skew_s: float = 5.0,
                  remember_seconds: int = 3600):
         """
-        Take the mapping (message get_signal), the site's IANA time zone, the lists'
-        nominal rate and how far in the future a second may be (vehicle clock skew).
+        Take the mapping, the site's time zone, the nominal rate and the allowed skew.
 
+        The mapping reads message get_signal; the time zone is an IANA name; a
+        second may be max_clock_skew_s in the future (the vehicle's clock skew).
         ValueError for an unknown time zone or a mapping of another message.
         """
         self.mapping = mapping or default_cloud_mapping()
