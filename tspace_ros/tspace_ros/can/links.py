@@ -1,13 +1,14 @@
 """
 Vehicle links: how the bridge core reaches a vehicle's map, one transport each.
 
-The core (``CanBridgeCore``) owns the safety logic: the gate, the active and
-last good map, what the VCU is believed to hold, restores, time-outs. A link
-owns the transport only. It turns an admitted map into what goes on the wire,
-recognises the vehicle's answers (``TransferOutcome``: accepted or a typed
-refusal, with the CRC of the VCU's whole map) and its unsolicited status
-(``LinkStatus``: the map CRC and the fallback flag), says when an answer is
-overdue, and encodes the sign of life. ``make_link`` builds the configured one:
+The core (``bridge.core.BridgeCore``; ``CanBridgeCore`` on CAN) owns the
+safety logic: the gate, the active and last good map, what the VCU is believed
+to hold, restores, time-outs. A link owns the transport only. It turns an
+admitted map into what goes on the wire, recognises the vehicle's answers
+(``TransferOutcome``: accepted or a typed refusal, with the CRC of the VCU's
+whole map) and its unsolicited status (``LinkStatus``: the map CRC and the
+fallback flag), says when an answer is overdue, and encodes the sign of life.
+``make_link`` builds the configured one:
 
 - ``transfer``: ``CanTransferLink``, the simulated van's MapSegment / MapCommit /
   MapAck protocol with MapRevert, VcuStatus and BridgeHeartbeat;
@@ -17,7 +18,13 @@ overdue, and encodes the sign of life. ``make_link`` builds the configured one:
   production DBC without a flash protocol): nothing is ever sent.
 
 A link of another transport (XCP calibration, a telematics cloud) implements
-the same methods (``VehicleLink``).
+the same methods (``VehicleLink``). Its data reach the core by its own entry,
+not as frames: ``on_frame`` is only called for frames the core receives (a
+CAN bus), so a link without a bus returns nothing from it. A link that writes
+by itself (XCP, an HTTP call) hands its answer back by ``take_outcome()``,
+polled every cycle; the vehicle's decoded signals go to
+``BridgeCore.receive_samples`` (timestamped ``Sample``s) and its report of the
+map to ``BridgeCore.receive_status`` (a ``LinkStatus``).
 """
 
 from dataclasses import dataclass
@@ -77,7 +84,11 @@ class VehicleLink(Protocol):
 
     def on_frame(self, frame: can.Message) -> Tuple[Optional[TransferOutcome],
                                                     Optional[LinkStatus], bool]:
-        """Return (an answer to the pending write, a status report, a bad status frame)."""
+        """
+        Return (an answer to the pending write, a status report, a bad status frame).
+
+        Called for every frame the core receives (CAN links only).
+        """
 
     def write(self, admitted: TorqueMap, row_start: int, row_count: int, transfer_id: int,
               version: int) -> Union[MapTransfer, LinkWrite]:
