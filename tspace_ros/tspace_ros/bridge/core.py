@@ -212,10 +212,14 @@ class BridgeCore(VehicleMap):
 
     def on_frame(self, frame: can.Message) -> Tuple[List[WindowResult], Optional[FlashResult]]:
         """Take one received frame; return the windows it completed and a finished flash."""
-        result = self.on_link_frame(frame)
-        if self.decoder is None:
+        result = None
+        outcome, status, bad_status = self.link.on_frame(frame)
+        if outcome is not None or status is not None or bad_status:
+            result = self.link_said(frame, outcome, status, bad_status)
+        decoder = self.decoder
+        if decoder is None:
             return [], result
-        decoded = self.decoder.decode(frame)
+        decoded = decoder.decode(frame)
         if decoded is None:
             return [], result
         stamp = capture_time_ns(frame)
@@ -236,20 +240,20 @@ class BridgeCore(VehicleMap):
         if self._period_start is None:
             self._period_start = wall_s
 
-    def receive(self, frames: Iterable[can.Message], now: Now) -> None:
+    def receive(self, frames: Sequence[can.Message], now: Now) -> None:
         """Take frames from a CAN link, in capture order: windows, answers, status reports."""
+        if not frames:
+            return
         self._node_ns = now.node_ns
-        on_frame, received = self.on_frame, 0
+        on_frame = self.on_frame
         for frame in frames:
-            received += 1
             windows, result = on_frame(frame)
             if windows:
                 self._windows_done(windows, now)
             if result is not None:
                 self._settled(result)
-        if received:
-            self._period_frames += received
-            self._seen(now.wall_s)
+        self._period_frames += len(frames)
+        self._seen(now.wall_s)
 
     def receive_samples(self, samples: Iterable[Sample], now: Now) -> None:
         """

@@ -148,9 +148,9 @@ class VehicleMap:
         self.active_map = torque_map
         self._active_checksum = whole_map_checksum(torque_map)
 
-    def on_link_frame(self, frame: can.Message) -> Optional[FlashResult]:
-        """Give a received frame to the link: settle the pending flash, follow the VCU's status."""
-        outcome, status, bad_status = self.link.on_frame(frame)
+    def link_said(self, frame: can.Message, outcome, status: Optional[LinkStatus],
+                  bad_status: bool) -> Optional[FlashResult]:
+        """Take what the link read in a frame (``link.on_frame``): settle, follow the VCU."""
         if outcome is not None and self._pending is not None:
             result = self._settle(outcome)
             # Status reports captured before this answer describe the map before it.
