@@ -3,13 +3,27 @@
 # from requirements/requirements.in. Uses pip's resolver in report mode, so
 # nothing is installed; the result lists exactly the distributions pip would
 # install (pip freeze would also list metadata that the ROS wheels embed).
+#
+# The current lock is a constraint of the resolution, so adding a package to
+# requirements.in pins it and what it pulls in while every existing pin stays as
+# it is (no unrelated upgrades). LOCK_UPGRADE=1 resolves everything afresh (the
+# newest versions that requirements.in allows).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3.11}
 report=$(mktemp)
-trap 'rm -f "$report"' EXIT
-"$python" -m pip install --disable-pip-version-check -q --dry-run --ignore-installed \
-  --report "$report" -r "$root/requirements/requirements.in" 2>/dev/null
+constraints=$(mktemp)
+trap 'rm -f "$report" "$constraints"' EXIT
+if [[ "${LOCK_UPGRADE:-0}" != 1 && -f "$root/requirements/requirements.txt" ]]; then
+  grep -v '^#' "$root/requirements/requirements.txt" > "$constraints"
+fi
+if ! "$python" -m pip install --disable-pip-version-check -q --dry-run --ignore-installed \
+    --report "$report" -c "$constraints" -r "$root/requirements/requirements.in" \
+    2> >(grep -v '^WARNING: Location' >&2); then
+  echo "lock_requirements: pip could not resolve requirements.in with the current pins;" \
+    "LOCK_UPGRADE=1 $0 resolves everything afresh" >&2
+  exit 1
+fi
 "$python" - "$report" "$root/requirements/requirements.txt" <<'PY'
 import json
 import sys
