@@ -342,7 +342,7 @@ class ParquetPool(TransitionPool):
 
     def __init__(self, config: PoolConfig):
         super().__init__(config)
-        self.root = pathlib.Path(config.root)
+        self.root = self._root_path(config.root)
         self._spec_json = config.spec_json()
         self._episodes_schema = episodes_schema(self._spec_json)
         self._records_schema: Optional[pa.Schema] = None
@@ -358,6 +358,25 @@ class ParquetPool(TransitionPool):
         self._root_fd: Optional[int] = None
         self._quarantined: List[str] = []
         self._corrupt_frames = 0
+        self._open_root()
+        try:
+            self._load()
+        except BaseException:
+            self._release()
+            raise
+        numbers = self._segment_numbers()
+        self._next_segment = numbers[-1] + 1 if numbers else 1
+        if self._quarantined:
+            # What was kept of the quarantined files lives only in memory now: make it
+            # durable at once (compaction deletes only segments that read clean).
+            self._compact()
+
+    # -- where the files are (the S3 pool overrides these) -------------------------
+    def _root_path(self, root: str):
+        return pathlib.Path(root)
+
+    def _open_root(self) -> None:
+        """Create the root's folders and take the one-writer lock."""
         try:
             for sub in ('records', 'episodes', 'log'):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -376,17 +395,41 @@ class ParquetPool(TransitionPool):
             self._release()
             raise StorageError(f'storage root {self.root}: in use by another process '
                                f'(the pool is locked)') from err
+
+    def _read_bytes(self, path) -> bytes:
         try:
-            self._load()
-        except BaseException:
-            self._release()
-            raise
-        numbers = self._segment_numbers()
-        self._next_segment = numbers[-1] + 1 if numbers else 1
-        if self._quarantined:
-            # What was kept of the quarantined files lives only in memory now: make it
-            # durable at once (compaction deletes only segments that read clean).
-            self._compact()
+            return path.read_bytes()
+        except OSError as err:
+            raise StorageError(f'{path}: cannot read it ({err.strerror})') from err
+
+    def _part_source(self, path, with_crc: bool):
+        """Return (what pq.ParquetFile reads, the whole file's CRC-32 or None)."""
+        return path, (_file_crc32(path) if with_crc else None)
+
+    def _log_files_in_order(self):
+        """Return [(segment path, replay function)] in the order they were written."""
+        found = []
+        for number in self._segment_numbers():
+            for name, replay in ((f'{number:010d}.arrows', self._replay_records),
+                                 (f'{number:010d}.episodes.arrows', self._replay_episodes),
+                                 (f'{number:010d}.tlog', self._replay_records),
+                                 (f'{number:010d}.episodes.tlog', self._replay_episodes)):
+                path = self.root / 'log' / name
+                if path.exists():
+                    found.append((path, replay))
+        return found
+
+    def _log_files(self) -> list:
+        """Return every log segment (what a compaction folds and then deletes)."""
+        return [path for path in (self.root / 'log').iterdir() if _SEGMENT.match(path.name)]
+
+    def _delete_log_files(self, segments) -> None:
+        for path in segments:
+            path.unlink(missing_ok=True)
+        _fsync_dir(self.root / 'log')
+
+    def _open_log(self, suffix: str, schema: pa.Schema) -> '_LogStream':
+        return _LogStream(self._segment_path(suffix), schema)
 
     # -- opening ---------------------------------------------------------------
     def _partition_files(self, kind: str) -> Iterable[Tuple[Tuple[str, str], pathlib.Path]]:
@@ -428,15 +471,20 @@ class ParquetPool(TransitionPool):
         """Return a part's table, or None after quarantining a corrupt one."""
         match = _PART_CRC.search(path.name)
         try:
-            if match is not None:
-                crc = _file_crc32(path)
-                if f'{crc:08x}' != match.group(1):
-                    self._quarantine(path, f'file CRC {crc:08x}, its name says '
-                                     f'{match.group(1)}')
-                    return None
-            parquet = pq.ParquetFile(path, page_checksum_verification=True)
+            source, crc = self._part_source(path, match is not None)
         except OSError as err:
             raise StorageError(f'{path}: cannot read it ({err})') from err
+        if match is not None and f'{crc:08x}' != match.group(1):
+            self._quarantine(path, f'file CRC {crc:08x}, its name says {match.group(1)}')
+            return None
+        try:
+            parquet = pq.ParquetFile(source, page_checksum_verification=True)
+        except OSError as err:
+            if not isinstance(source, pa.BufferReader):
+                raise StorageError(f'{path}: cannot read it ({err})') from err
+            # Read into memory already (S3): an OSError is a footer that does not parse.
+            self._quarantine(path, f'not a readable Parquet file: {err}')
+            return None
         except pa.ArrowException as err:
             self._quarantine(path, f'not a readable Parquet file: {err}')
             return None
@@ -480,15 +528,8 @@ class ParquetPool(TransitionPool):
             for summary in summaries:
                 self._apply_summary(summary, changed=False)
             self._episode_parts.setdefault(pair, []).append(path)
-        for number in self._segment_numbers():
-            for name, replay in ((f'{number:010d}.arrows', self._replay_records),
-                                 (f'{number:010d}.episodes.arrows', self._replay_episodes),
-                                 (f'{number:010d}.tlog', self._replay_records),
-                                 (f'{number:010d}.episodes.tlog', self._replay_episodes)):
-                path = self.root / 'log' / name
-                if not path.exists():
-                    continue
-                self._replay_segment(path, replay)
+        for path, replay in self._log_files_in_order():
+            self._replay_segment(path, replay)
         self._since_compaction = int((index.column('alive')
                                       & ~index.column('compacted')).sum())
 
@@ -498,10 +539,7 @@ class ParquetPool(TransitionPool):
             batches, truncated = read_stream(path)
             problems = []
         else:
-            try:
-                data = path.read_bytes()
-            except OSError as err:
-                raise StorageError(f'{path}: cannot read it ({err.strerror})') from err
+            data = self._read_bytes(path)
             expected = (self._episodes_schema if replay == self._replay_episodes
                         else self._records_schema)
             read = log_frames.read_segment(data, str(path), expected)
@@ -584,7 +622,7 @@ class ParquetPool(TransitionPool):
         if self._records_log is None:
             if self._records_schema is None:
                 self._records_schema = records_schema(*batch.dims, self._spec_json)
-            self._records_log = _LogStream(self._segment_path('.tlog'), self._records_schema)
+            self._records_log = self._open_log('.tlog', self._records_schema)
         try:
             self._records_log.write(records_batch(batch, self._records_schema))
         except (OSError, pa.ArrowException) as err:
@@ -594,8 +632,7 @@ class ParquetPool(TransitionPool):
 
     def _persist_summary(self, summary: EpisodeSummaryRecord) -> None:
         if self._episodes_log is None:
-            self._episodes_log = _LogStream(self._segment_path('.episodes.tlog'),
-                                            self._episodes_schema)
+            self._episodes_log = self._open_log('.episodes.tlog', self._episodes_schema)
         table = summaries_table([summary], self._episodes_schema)
         try:
             self._episodes_log.write(table.to_batches()[0])
@@ -699,7 +736,7 @@ class ParquetPool(TransitionPool):
     def _compact(self) -> None:
         index = self._index
         self._close_log()
-        segments = [path for path in (self.root / 'log').iterdir() if _SEGMENT.match(path.name)]
+        segments = self._log_files()
         try:
             pending = np.flatnonzero(index.column('alive') & ~index.column('compacted'))
             codes = set(np.unique(index.column('pair')[pending]).tolist()) | self._dirty
@@ -714,9 +751,7 @@ class ParquetPool(TransitionPool):
         except (OSError, pa.ArrowException) as err:
             raise StorageError(f'compaction of {self.root} failed ({err}); the append log '
                                'is kept') from err
-        for path in segments:          # only now: everything in them is in durable parts
-            path.unlink(missing_ok=True)
-        _fsync_dir(self.root / 'log')
+        self._delete_log_files(segments)   # only now: everything in them is in durable parts
 
     def _prepare_retention(self) -> None:
         index = self._index

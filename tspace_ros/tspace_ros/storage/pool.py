@@ -128,7 +128,8 @@ class PoolConfig:
     backend:
         'parquet' (embedded, the default) or 'mongodb'.
     root:
-        The parquet pool's directory (created when missing).
+        The parquet pool's directory (created when missing), or
+        ``s3://bucket/prefix`` for the pool on S3 object storage (``s3_pool``).
     mongodb_uri_env:
         Name of the environment variable that holds the MongoDB connection string.
     mongodb_uri_file:
@@ -144,6 +145,15 @@ class PoolConfig:
         Transitions appended between automatic compactions (0: only on close).
     spec:
         The observation specification, stored with the data as metadata.
+    s3_endpoint:
+        For an s3:// root: the S3 endpoint, ``http(s)://host:port`` ('' : the
+        environment variable TSPACE_S3_ENDPOINT, else AWS itself).
+    s3_credentials_file:
+        For an s3:// root: an AWS-style credentials file (``[default]`` with
+        aws_access_key_id, aws_secret_access_key); '' : the environment
+        variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    s3_region:
+        For an s3:// root: the region ('' : AWS_DEFAULT_REGION, else us-east-1).
 
     """
 
@@ -156,6 +166,9 @@ class PoolConfig:
     max_age_s: float = 0.0
     compact_every: int = 50_000
     spec: Dict[str, Any] = field(default_factory=default_spec)
+    s3_endpoint: str = ''
+    s3_credentials_file: str = ''
+    s3_region: str = ''
 
     def __post_init__(self):
         """Check every field; StorageError naming the field and what was expected."""
@@ -191,9 +204,21 @@ class PoolConfig:
             _fail('compact_every', 'an integer >= 0 (0: compact only on close)',
                   self.compact_every)
         _check_spec(self.spec)
+        self._check_s3()
         self.max_bytes, self.compact_every = int(self.max_bytes), int(self.compact_every)
         self.max_age_s = float(self.max_age_s)
         self.spec = dict(self.spec)
+
+    def _check_s3(self) -> None:
+        if isinstance(self.s3_credentials_file, os.PathLike):
+            self.s3_credentials_file = os.fspath(self.s3_credentials_file)
+        for name in ('s3_endpoint', 's3_credentials_file', 's3_region'):
+            if not isinstance(getattr(self, name), str):
+                _fail(name, "a string ('' for the default)", getattr(self, name))
+        if self.root.startswith('s3://') and self.backend == 'parquet':
+            from tspace_ros.storage.s3_pool import check_endpoint, split_root
+            split_root(self.root)
+            check_endpoint(self.s3_endpoint)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> 'PoolConfig':
@@ -225,6 +250,9 @@ def open_pool(config: PoolConfig, client=None) -> 'TransitionPool':
     if config.backend == 'parquet':
         if client is not None:
             raise StorageError("open_pool: a client is only for the 'mongodb' backend")
+        if config.root.startswith('s3://'):
+            from tspace_ros.storage.s3_pool import S3ParquetPool
+            return S3ParquetPool(config)
         from tspace_ros.storage.parquet_pool import ParquetPool
         return ParquetPool(config)
     from tspace_ros.storage.mongo_pool import MongoPool
