@@ -243,3 +243,70 @@ def test_the_node_stops_at_the_cycle_end_and_says_so():
         finally:
             ros.executor.remove_node(sim)
             sim.destroy_node()
+
+
+def test_the_node_answers_xcp_as_frames_arrive_a_flash_fits_the_time_out_at_40x():
+    """In-process on a virtual bus: pyxcp flashes the node's VCU while it steps at 40x."""
+    import logging
+    import threading
+    import uuid
+
+    from tspace_ros.can.xcp_link import (SIM_VAN_MAP_ADDRESS, xcp_master_factory, XcpLink,
+                                         XcpMapLayout)
+    from tspace_ros.torque_map import apply_action
+    from tspace_ros.vehicle.xcp_slave import default_key
+    logging.getLogger('pyxcp').setLevel(logging.CRITICAL)
+    channel = f'xcp_node_{uuid.uuid4().hex[:6]}'
+    with RosContext() as ros:
+        sim = VehicleSim('vehicle_sim_xcp', context=ros.context, parameter_overrides=[
+            Parameter('real_time_factor', value=40.0), Parameter('step_s', value=0.5),
+            Parameter('can_interface', value='virtual'), Parameter('can_channel', value=channel),
+            Parameter('repeat_cycle', value=True), Parameter('publish_clock', value=False),
+            Parameter('start_utc', value=START)])
+        ros.executor.add_node(sim)
+        link = XcpLink(xcp_master_factory('virtual', channel, 0x7E0, 0x7E1, timeout_s=0.5),
+                       XcpMapLayout(SIM_VAN_MAP_ADDRESS, *DEFAULT_MAP.shape), key_of=default_key)
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                ros.executor.spin_once(timeout_sec=0.01)
+        spinner = threading.Thread(target=spin, daemon=True)
+        try:
+            assert sim.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            assert sim.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            spinner.start()  # the node's timer steps the van at 40x meanwhile
+            deadline = time.monotonic() + TIMEOUT_S
+            while sim.vehicle.t_s < 1.0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sim.vehicle.t_s >= 1.0, 'the node does not step'
+            link._connected()  # CONNECT, seed and key once, as the bridge's first flash does
+            held, simulated = DEFAULT_MAP, []
+            for i in range(6):
+                proposed = apply_action(DEFAULT_MAP, held,
+                                        np.full((4, DEFAULT_MAP.shape[1]), -0.2), 2 * i,
+                                        policy_version=i + 1)
+                t0 = sim.vehicle.t_s
+                link.write(proposed, 2 * i, 4, i + 1, i + 1)
+                assert link.take_outcome().accepted
+                simulated.append(sim.vehicle.t_s - t0)
+                held = proposed
+                with sim.vehicle.lock:
+                    assert np.allclose(sim.vehicle.active_map.torque_nm, proposed.torque_nm,
+                                       atol=1e-3)
+            assert max(simulated) < 3.0, simulated  # the bridge's flash_timeout_s
+            stop.set()
+            spinner.join(5.0)
+            assert sim.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+            # Parked (inactive, its clock standing still), the van's ECU still answers XCP.
+            link.restore(DEFAULT_MAP, 99)
+            assert link.take_outcome().accepted
+            assert sim.vehicle.xcp.ecu_page == 0
+            assert sim.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+        finally:
+            stop.set()
+            if spinner.is_alive():
+                spinner.join(5.0)
+            link.close()
+            ros.executor.remove_node(sim)
+            sim.destroy_node()

@@ -18,6 +18,7 @@ import can
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
+from storage_support import wait_until
 
 from tspace_ros.can.bridge import CanBridgeCore, FlashError
 from tspace_ros.can.dbc import load_dbc
@@ -296,3 +297,132 @@ def test_property_no_frame_makes_the_slave_raise_or_write_its_reference_page(fra
     assert slave.ecu_page in (0, 1) and slave.xcp_page in (0, 1)
     if slave.protected and slave.ecu_page == 1:
         assert slave.stats.get('command_0xf7')  # no page switch without UNLOCK
+
+
+# ---- the simulated van answers XCP as frames arrive, not once per simulation step ----------
+
+class SteppedVan:
+    """
+    A CanVehicle on a virtual bus, stepped as vehicle_sim steps it.
+
+    The bus is read by the van's own reader (``VanBusReader``); a step thread (when
+    started) advances ``step_s`` simulated seconds every ``step_s / factor`` wall
+    seconds, holding the vehicle's lock from reading the frames to sending the step's.
+    """
+
+    def __init__(self, heartbeat_timeout_s=20.0):
+        from tspace_ros.vehicle import drive_cycle, load_vehicle_parameters, VehicleSimulation
+        from tspace_ros.vehicle.bus_reader import VanBusReader
+        from tspace_ros.vehicle.can_vehicle import CanVehicle
+        self.sim = VehicleSimulation(load_vehicle_parameters(), drive_cycle('wltc3b'),
+                                     repeat_cycle=True)
+        self.vehicle = CanVehicle(self.sim, start_utc_ns=1_790_000_000 * 10 ** 9,
+                                  heartbeat_timeout_s=heartbeat_timeout_s)
+        self.channel = f'xcp_stepped_{uuid.uuid4().hex[:6]}'
+        self.bus = can.Bus(interface='virtual', channel=self.channel)
+        self.reader = VanBusReader(self.bus, lambda: self.vehicle)
+        self._stop = threading.Event()
+        self._stepper = None
+
+    def start_stepping(self, factor, step_s=0.5):
+        def run():
+            period = step_s / factor
+            next_tick = time.monotonic()
+            while not self._stop.is_set():
+                with self.vehicle.lock:
+                    answers = self.vehicle.receive(self.reader.take()) + self.vehicle.poll()
+                    for frame in answers + self.vehicle.advance(step_s):
+                        self.bus.send(frame)
+                next_tick += period
+                self._stop.wait(max(next_tick - time.monotonic(), 0.0))
+        self._stepper = threading.Thread(target=run, daemon=True)
+        self._stepper.start()
+
+    def close(self):
+        self._stop.set()
+        if self._stepper is not None:
+            self._stepper.join(2.0)
+        assert self.reader.stop()
+        self.bus.shutdown()
+
+
+def test_the_van_answers_an_xcp_command_while_its_simulation_does_not_step():
+    van = SteppedVan()
+    master = can.Bus(interface='virtual', channel=van.channel)
+    try:
+        t0 = van.sim.t_s
+        master.send(can.Message(arbitration_id=0x7E0, is_extended_id=False,
+                                data=bytes([xs.CONNECT, 0])))
+        answer = master.recv(timeout=1.0)
+        assert answer is not None and answer.arbitration_id == 0x7E1, 'no XCP answer'
+        assert answer.data[0] == xs.PID_RES and van.vehicle.xcp.connected
+        assert van.sim.t_s == t0  # answered with the simulation standing still
+        # Frames that are not XCP wait for the next step, in arrival order.
+        master.send(can.Message(arbitration_id=0x123, data=b'\x01'))
+        assert wait_until(lambda: van.reader.frames_read >= 2, 2.0)
+        assert [f.arbitration_id for f in van.reader.take()] == [0x123]
+        assert van.reader.take() == []
+    finally:
+        master.shutdown()
+        van.close()
+
+
+def test_a_whole_xcp_flash_takes_less_than_the_flash_time_out_in_simulated_time_at_40x():
+    # At 40x a step of 0.5 s comes every 12.5 ms of wall time. A slave that answered once
+    # per step would spend about half a step per round trip: the 6 to 8 round trips of a
+    # 4-row flash would take 3 to 4 simulated seconds, more than the 3 s flash time-out.
+    logging.getLogger('pyxcp').setLevel(logging.CRITICAL)
+    van = SteppedVan()
+    van.start_stepping(factor=40.0)
+    link = XcpLink(xcp_master_factory('virtual', van.channel, 0x7E0, 0x7E1, timeout_s=0.5),
+                   XcpMapLayout(ADDRESS, *DEFAULT.shape), key_of=xs.default_key)
+    try:
+        link._connected()  # CONNECT, seed and key once, as the bridge's first flash does
+        held, simulated = DEFAULT, []
+        for i in range(10):
+            row = 2 * i % (DEFAULT.shape[0] - 4)
+            proposed = apply_action(DEFAULT, held,
+                                    np.full((4, DEFAULT.shape[1]), -0.1 * (i % 3 + 1)), row,
+                                    policy_version=i + 1)
+            t0 = van.sim.t_s
+            link.write(proposed, row, 4, i + 1, i + 1)
+            outcome = link.take_outcome()
+            simulated.append(van.sim.t_s - t0)
+            assert outcome is not None and outcome.accepted, outcome
+            held = proposed
+            with van.vehicle.lock:  # the VCU drives with the flashed map from the next step
+                assert np.allclose(van.sim.vcu.active_map.torque_nm, proposed.torque_nm,
+                                   atol=1e-3)
+        assert sorted(simulated)[len(simulated) // 2] < 1.5, simulated
+        assert max(simulated) < 3.0, simulated  # the bridge's flash_timeout_s
+    finally:
+        link.close()
+        van.close()
+
+
+def test_the_van_still_falls_back_to_its_reference_page_when_the_xcp_master_goes_silent():
+    logging.getLogger('pyxcp').setLevel(logging.CRITICAL)
+    van = SteppedVan(heartbeat_timeout_s=2.0)
+    van.start_stepping(factor=40.0)
+    link = XcpLink(xcp_master_factory('virtual', van.channel, 0x7E0, 0x7E1, timeout_s=0.5),
+                   XcpMapLayout(ADDRESS, *DEFAULT.shape), key_of=xs.default_key)
+    try:
+        proposed = apply_action(DEFAULT, DEFAULT, np.full((4, DEFAULT.shape[1]), -0.5), 3,
+                                policy_version=1)
+        link.write(proposed, 3, 4, 1, 1)
+        assert link.take_outcome().accepted and van.vehicle.xcp.ecu_page == 1
+        # Signs of life (GET_STATUS) keep the working page beyond the VCU's time-out ...
+        t0 = van.sim.t_s
+        while van.sim.t_s - t0 < 4.0:
+            link.heartbeat(0, 1, 0)
+            time.sleep(0.01)
+        assert van.vehicle.xcp.ecu_page == 1 and not van.vehicle.xcp.fallback_active
+        # ... silence makes the VCU go back to its default map by itself, in simulated time.
+        t0 = van.sim.t_s
+        assert wait_until(lambda: van.vehicle.xcp.fallback_active, 2.0), van.sim.t_s - t0
+        assert van.sim.t_s - t0 >= 1.5
+        with van.vehicle.lock:
+            assert np.array_equal(van.sim.vcu.active_map.torque_nm, DEFAULT.torque_nm)
+    finally:
+        link.close()
+        van.close()

@@ -9,7 +9,13 @@ real time; raise step_s to go faster) and puts the van's frames on
 the bus: drive signals at 50 Hz, VcuStatus at 10 Hz, VcuDiagnostics at 1 Hz,
 stamped with the simulated UTC time ``start_utc + t``. Torque-map transfers
 that arrive on the bus go to the simulated VCU, which answers with MapAck
-frames and drives with an accepted map from the next step on.
+frames and drives with an accepted map from the next step on. XCP commands
+(flash_protocol xcp: pyxcp writes the map's working page) are answered as they
+arrive, by a thread that reads the bus (``vehicle.bus_reader.VanBusReader``), as
+a real ECU's XCP driver does, not once per step; the step holds the vehicle's
+lock from reading the frames to publishing the clock, so a page switch falls
+between two steps. The van answers XCP while configured (also while inactive,
+its clock standing still: a parked van's ECU is still powered).
 
 The bus: ``can_interface`` 'ros_topic' (default) is a TopicCanBus, side 'bus':
 the van sends on ``from_can_bus`` and receives on ``to_can_bus`` (relative
@@ -54,6 +60,7 @@ from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import time_from_ns
 from tspace_ros.vehicle import (BatteryEmptyError, drive_cycle, DriveCycleError,
                                 load_vehicle_parameters, VehicleConfigError, VehicleSimulation)
+from tspace_ros.vehicle.bus_reader import VanBusReader
 from tspace_ros.vehicle.can_vehicle import CanVehicle
 
 CLOCK_TOPIC = '/clock'
@@ -168,6 +175,7 @@ class VehicleSim(TspaceLifecycleNode):
             'real-time factor (0.5 x factor, at least 4 steps).', (0.0, 3600.0))
         self._vehicle = None
         self._bus = None
+        self._reader = None
         self._clock_publisher = None
         self._diagnostics_publisher = None
         self._tick_timer = None
@@ -177,6 +185,7 @@ class VehicleSim(TspaceLifecycleNode):
         self._stopped = ''
         self._final_real_time_factor = math.nan
         self._can_errors = 0
+        self._reader_errors = 0
         self._active_since = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -236,10 +245,11 @@ class VehicleSim(TspaceLifecycleNode):
                 self._shutdown_bus(bus)
             return TransitionCallbackReturn.FAILURE
         self._vehicle, self._bus = vehicle, bus
+        self._reader = VanBusReader(bus, lambda: self._vehicle)
         self._settings = dict(p, vehicle_id=p['vehicle_id'] or params.vehicle_id)
         self._stopped = ''
         self._final_real_time_factor = math.nan
-        self._can_errors = 0
+        self._can_errors = self._reader_errors = 0
         if p['publish_clock']:
             self._clock_publisher = self.create_lifecycle_publisher(
                 ClockMsg, CLOCK_TOPIC, CLOCK_QOS)
@@ -280,6 +290,12 @@ class VehicleSim(TspaceLifecycleNode):
         vehicle = self._vehicle
         if vehicle is None:
             return
+        # The whole step under the vehicle's lock: an XCP command (answered by the bus
+        # reader's thread) falls before or after it, never between its frames.
+        with vehicle.lock:
+            self._step(vehicle)
+
+    def _step(self, vehicle):
         try:
             acks = vehicle.receive(self._received()) + vehicle.poll()
             if acks:
@@ -304,17 +320,16 @@ class VehicleSim(TspaceLifecycleNode):
             self._stop(f'simulation step failed: {type(error).__name__}: {error}')
 
     def _received(self):
-        frames = []
-        while True:
-            try:
-                frame = self._bus.recv(timeout=0)
-            except can.CanError as error:
-                self._count_bus_error('receive', error)
-                break
-            if frame is None:
-                return frames
-            frames.append(frame)
-        return frames
+        """Return the frames that wait for this step (the reader answered XCP already)."""
+        reader = self._reader
+        if reader is None:
+            return []
+        errors = reader.errors
+        if errors != self._reader_errors:
+            self._can_errors += errors - self._reader_errors - 1
+            self._reader_errors = errors
+            self._count_bus_error('receive', reader.last_error)
+        return reader.take()
 
     def _send(self, frames):
         if not frames:
@@ -400,6 +415,10 @@ class VehicleSim(TspaceLifecycleNode):
             'acks_sent': str(vehicle.acks_sent),
             'frames_received': str(vehicle.frames_received),
             'can_errors': str(self._can_errors),
+            'xcp_commands': str(vehicle.xcp.stats.get('commands', 0)),
+            'xcp_page': str(vehicle.xcp.ecu_page),
+            'xcp_fallbacks': str(vehicle.xcp.stats.get('fallbacks', 0)),
+            'frames_dropped': str(self._reader.dropped if self._reader is not None else 0),
         }
         self._diagnostics_publisher.publish(diagnostic_array(
             time_from_ns(vehicle.utc_ns), f'{self.get_fully_qualified_name()}: simulated vehicle',
@@ -423,6 +442,10 @@ class VehicleSim(TspaceLifecycleNode):
     def release(self):
         """Release the timers, publishers and what configure built."""
         self._destroy_timers()
+        if self._reader is not None:
+            if not self._reader.stop():
+                self.get_logger().warning('the CAN bus reader did not stop in time')
+            self._reader = None
         if self._bus is not None:
             self._shutdown_bus(self._bus)
             self._bus = None

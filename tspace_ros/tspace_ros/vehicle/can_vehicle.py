@@ -14,6 +14,16 @@ The simulated van as seen on its CAN bus: drive signals, VCU status and diagnost
   torque-map receiver (``VcuMapReceiver``) and returns its acknowledgements; an
   accepted map becomes the simulation's active map at once
   (``sim.vcu.set_map``). ``poll(now_s)`` lets an open transfer time out.
+- XCP (``is_xcp``: the XCP slave's master -> slave id) goes to the VCU's XCP
+  slave through ``receive`` too; a real ECU answers XCP commands as they arrive,
+  so the van's bus reader (``vehicle.bus_reader``) answers them at once, from a
+  thread of its own, rather than once per simulation step.
+
+Threads: ``lock`` (re-entrant) guards the simulation and the VCU. ``advance``,
+``receive`` and ``poll`` take it; whoever steps the simulation holds it for the
+whole step (the node: receive, advance, send, publish the clock), so an XCP
+command answered from another thread, and the page switch it may make, fall
+between two steps, never inside one: a map is applied for whole steps only.
 
 Time: every frame is stamped with the UTC time of the simulated instant,
 ``start_utc_ns + t`` (python-can timestamps: float seconds since the Unix
@@ -54,6 +64,7 @@ exactly: the bridge quantizes to the bus's 0.5 Nm inside those limits.
 
 from dataclasses import dataclass
 import math
+import threading
 from typing import Iterable, List, Optional
 
 import can
@@ -187,6 +198,11 @@ class CanVehicle:
         self.frames_sent = 0
         self.acks_sent = 0
         self.frames_received = 0
+        self.lock = threading.RLock()
+
+    def is_xcp(self, frame: can.Message) -> bool:
+        """Whether a frame is an XCP command for the VCU's slave (answered as it arrives)."""
+        return frame.arbitration_id == self.xcp.master_id and not frame.is_extended_id
 
     @property
     def t_s(self) -> float:
@@ -246,6 +262,10 @@ class CanVehicle:
         the simulated instant t it belongs to. BatteryEmptyError (from the
         simulation) propagates; the frames of that call are lost with it.
         """
+        with self.lock:
+            return self._advance(duration_s)
+
+    def _advance(self, duration_s: float) -> List[can.Message]:
         samples = self.sim.advance(duration_s)
         t_end = self.sim.t_s
         db = self.db
@@ -293,15 +313,16 @@ class CanVehicle:
         than MapSegment and MapCommit are ignored; an accepted map is active
         when this returns.
         """
-        now = self.t_s if now_s is None else float(now_s)
-        acks = []
-        for frame in frames:
-            self.frames_received += 1
-            if frame.arbitration_id == self.xcp.master_id and not frame.is_extended_id:
-                acks += self.xcp.on_frame(frame, now)
-            else:
-                acks += self.receiver.feed(frame, now)
-        return self._stamp(acks, now)
+        with self.lock:
+            now = self.t_s if now_s is None else float(now_s)
+            acks = []
+            for frame in frames:
+                self.frames_received += 1
+                if self.is_xcp(frame):
+                    acks += self.xcp.on_frame(frame, now)
+                else:
+                    acks += self.receiver.feed(frame, now)
+            return self._stamp(acks, now)
 
     def _xcp_page(self, page: int, data: bytes) -> None:
         """Apply the calibration page the ECU now uses (XCP's page switch or a write)."""
@@ -314,9 +335,10 @@ class CanVehicle:
 
     def poll(self, now_s: Optional[float] = None) -> List[can.Message]:
         """Return the ack of a transfer that timed out by now_s (simulated s), if any."""
-        now = self.t_s if now_s is None else float(now_s)
-        self.xcp.poll(now)  # the ECU's own fallback to its reference page
-        return self._stamp(self.receiver.poll(now), now)
+        with self.lock:
+            now = self.t_s if now_s is None else float(now_s)
+            self.xcp.poll(now)  # the ECU's own fallback to its reference page
+            return self._stamp(self.receiver.poll(now), now)
 
     def _stamp(self, acks: List[can.Message], now_s: float) -> List[can.Message]:
         stamp = self.timestamp_s(now_s)
