@@ -8,7 +8,8 @@ calibration segment, then verifies and switches pages:
 
 1. CONNECT (once; the connection is kept), GET_STATUS, and seed and key when
    calibration is protected (GET_SEED, UNLOCK with ``key_of``);
-2. SET_CAL_PAGE (XCP access to the working page), SET_MTA and DOWNLOAD /
+2. SET_CAL_PAGE (XCP access to the working page; once per connection and after
+   each restore, the slave keeps it), SET_MTA and DOWNLOAD /
    DOWNLOAD_NEXT of the rows (float32, Intel byte order, row-major); the whole
    map when the working page (as last read back) differs from the admitted map
    outside the rows, for example after a switch back to the reference page;
@@ -104,6 +105,7 @@ class XcpLink:
         self._outcome: Optional[TransferOutcome] = None
         self._lock = threading.Lock()
         self._working: Optional[np.ndarray] = None  # the working page, as last read back
+        self._xcp_on_working = False  # XCP access is on the working page (SET_CAL_PAGE done)
         self.errors: dict = {}
         self.full_writes = 0
         self.bytes_written = 0
@@ -130,6 +132,7 @@ class XcpLink:
     def _drop(self) -> None:
         master, self._master = self._master, None
         self._working = None  # unknown until read back again
+        self._xcp_on_working = False
         if master is not None:
             try:
                 master.disconnect()
@@ -164,7 +167,9 @@ class XcpLink:
         with self._lock:
             try:
                 master = self._connected()
-                master.setCalPage(MODE_XCP, layout.segment, layout.working_page)
+                if not self._xcp_on_working:  # once per connection and after each restore
+                    master.setCalPage(MODE_XCP, layout.segment, layout.working_page)
+                    self._xcp_on_working = True
                 full = self._working is None or not np.array_equal(
                     np.delete(self._working, np.s_[row_start:row_start + row_count], 0),
                     np.delete(table, np.s_[row_start:row_start + row_count], 0)
@@ -211,6 +216,7 @@ class XcpLink:
         with self._lock:
             try:
                 master = self._connected()
+                self._xcp_on_working = False
                 master.setCalPage(MODE_ECU | MODE_XCP, self.layout.segment,
                                   self.layout.reference_page)
                 self._outcome = TransferOutcome(transfer_id, TransferStatus.ACCEPTED, 0, 0,

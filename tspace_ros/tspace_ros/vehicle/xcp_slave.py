@@ -37,7 +37,9 @@ RESOURCE_CAL_PAG = 0x01
 CHECKSUM_CRC_32 = 0x09
 MODE_ECU, MODE_XCP, MODE_ALL = 0x01, 0x02, 0x80
 MAX_CTO = 8
-MAX_BS = 16  # DOWNLOAD_NEXT frames in one block
+# DOWNLOAD_NEXT frames in one block: as many as a block's byte count (255) allows, so that
+# a 4-row write (272 bytes) takes two round trips, not three.
+MAX_BS = 255 // (MAX_CTO - 2)
 
 
 default_key = sim_van_key  # the simulated van's seed-and-key algorithm
