@@ -56,6 +56,10 @@ def parse_args(argv):
                         help='simulated seconds per wall second asked of the van (default '
                         '40; training and the agent share the CPU, so it may reach less)')
     parser.add_argument('--seed', type=int, default=0, help='seed of weights and noise')
+    parser.add_argument('--flash-protocol', choices=('transfer', 'xcp'), default=None,
+                        help="how maps reach the van's VCU: transfer (MapSegment/MapCommit/"
+                        'MapAck) or xcp (XCP calibration through pyxcp); default: '
+                        'can_bridge.flash_protocol of config/sim_suite.yaml')
     parser.add_argument('--out', type=pathlib.Path, default=pathlib.Path('runs'),
                         help='directory under which a run directory is created')
     parser.add_argument('--timeout-s', type=float, default=3600.0,
@@ -250,7 +254,9 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
                     'log_dir': str(run_dir / 'tensorboard')},
         'storage': {'root': str(run_dir / 'pool')},
         'recorder': {'output_dir': str(run_dir / 'bags')},
-        'can_bridge': {'republish_raw': bool(args.record)},
+        'can_bridge': {'republish_raw': bool(args.record),
+                       **({'flash_protocol': args.flash_protocol} if args.flash_protocol
+                          else {})},
     }.items():
         overrides[node] = {**values, **overrides.get(node, {})}
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
@@ -279,6 +285,7 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         if bar is not None:
             bar.close()
         learned_map = suite['can_bridge'].core.active_map
+        flashes = flash_figures(suite['can_bridge'].core)
         losses = list(suite['trainer'].core.loss_history)
     except JobError as error:
         failure = str(error)
@@ -308,7 +315,7 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         'real_time_factor_overall': round(lap_s * (args.episodes + 1) / wall_s, 1),
         'default': baseline, 'learned': final, 'energy_saving': saving,
         'speed_error_bound_kph': SPEED_ERROR_BOUND_KPH, 'tracking_within_bound': tracking_ok,
-        'learned_uses_less_energy': saving > 0}
+        'learned_uses_less_energy': saving > 0, 'flashes': flashes}
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     verdict = 'less' if saving > 0 else 'NOT less'
     print(f'tspace_ros run: learned map {final["energy_per_km_wh"]:.2f} Wh/km vs default '
@@ -316,9 +323,25 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
           f'energy), speed error RMS {final["speed_error_rms_kph"]:.2f} km/h (bound '
           f'{SPEED_ERROR_BOUND_KPH:g}), {args.episodes + 1} episodes in {wall_s:.0f} s '
           f'({summary["real_time_factor_overall"]}x real time)')
+    timed_out = sum(e['timed_out_steps'] for e in episodes)
+    steps = sum(e['steps'] for e in episodes)
+    print(f'  flashes ({flashes["protocol"]}): {flashes["acknowledged"]} acknowledged, '
+          f'{flashes["timed_out"]} timed out, {flashes["failed"]} failed otherwise; '
+          f'{timed_out} of {steps} steps timed out (no flash in time)')
     print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
           f'pool/, checkpoints/, tensorboard/, logs/{", bags/" if args.record else ""}')
     return 0 if saving > 0 and tracking_ok else 3
+
+
+def flash_figures(core) -> dict:
+    """Return the bridge's flash counts: protocol, acknowledged, timed out, failed otherwise."""
+    counts = dict(core.flash_counts)
+    acknowledged, timed_out = counts.get('NONE', 0), counts.get('TIMEOUT', 0)
+    return {'protocol': core.flash_protocol, 'acknowledged': acknowledged,
+            'timed_out': timed_out,
+            'failed': sum(n for name, n in counts.items()
+                          if name not in ('NONE', 'TIMEOUT', 'superseded')),
+            'counts': counts}
 
 
 def _progress(total: int):
