@@ -22,7 +22,7 @@ NODE_HELPERS = {'lifecycle', 'messages', 'qos', 'diagnostics', 'can_bus', 'topic
 VEHICLE_NODES = ['can_bridge', 'agent', 'cruncher', 'map_viz', 'recorder', 'storage',
                  'lifecycle_manager', 'replay']
 VEHICLE_CORE = ['can', 'torque_map', 'episodes', 'cruncher', 'signals', 'task', 'storage',
-                'bags']
+                'bags', 'bridge', 'cloud']
 FORBIDDEN_ON_VEHICLE = ('tspace_ros.vehicle', 'tensorflow', 'keras')
 
 

@@ -122,6 +122,7 @@ def test_another_contract_changes_every_stage_together(other_task):
 
 def test_the_nodes_configure_from_the_task_file(other_task):
     from tspace_ros.nodes.agent import Agent
+    from tspace_ros.nodes.can_bridge import CanBridge
     from tspace_ros.nodes.cruncher import CruncherNode
     from tspace_ros.nodes.map_viz import MapViz
     from tspace_ros.nodes.storage import StorageNode
@@ -134,7 +135,10 @@ def test_the_nodes_configure_from_the_task_file(other_task):
         viz = MapViz('task_viz', context=ros.context, parameter_overrides=overrides)
         storage = StorageNode('task_storage', context=ros.context, parameter_overrides=[
             *overrides, Parameter('root', value=str(other_task.parent / 'pool'))])
-        nodes = (agent, cruncher, viz, storage)
+        bridge = CanBridge('task_bridge', context=ros.context, parameter_overrides=[
+            *overrides, Parameter('can_interface', value='virtual'),
+            Parameter('can_channel', value='task_contract_test')])
+        nodes = (agent, cruncher, viz, storage, bridge)
         try:
             for node in nodes:
                 assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node
@@ -144,6 +148,11 @@ def test_the_nodes_configure_from_the_task_file(other_task):
             assert cruncher._core.config.samples_per_window == 12
             assert np.array_equal(viz._default_map.torque_nm, task.default_map.torque_nm)
             assert storage._pool.config.spec['state_size'] == task.state_dim
+            gate, windows = bridge.core.gate, bridge.core.windows
+            assert (gate.rows_per_action, gate.torque_budget_nm, gate.upper_bound) == \
+                (3, 100.0, 1.2)
+            assert (windows.samples_per_window, windows.sample_rate_hz) == (12, 10.0)
+            assert bridge.core.default_map.vehicle_id == task.vehicle_id
         finally:
             for node in nodes:
                 node.destroy_node()

@@ -63,9 +63,7 @@ from tspace_ros.nodes.messages import (frame_to_msg, time_from_ns, torque_map_fr
                                        torque_map_to_msg, window_to_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, EVENT_QOS, WINDOW_QOS
 from tspace_ros.nodes.topic_bus import TopicCanBus
-from tspace_ros.task.files import load_default_map
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
-from tspace_ros.torque_map.safety_gate import SafetyGate
 
 STAGES = FlashTorqueMap.Feedback
 # Most frames read in one poll cycle (a flood waits for the next cycle).
@@ -85,7 +83,8 @@ class CanBridge(TspaceLifecycleNode):
         """Declare the parameters; nothing is opened before configure."""
         super().__init__(node_name, **kwargs)
         d = self.declare_described
-        d('vehicle_id', 'SIMVAN00000000001', 'Vehicle id (VIN) stamped on windows.')
+        d('vehicle_id', '', "Vehicle id (VIN) stamped on windows ('' = the task's).")
+        self.declare_task_file()  # signals, window grid, default map, rows per action, gate
         d('driver_id', 'driver0', 'Driver id stamped on windows.')
         d('dbc_file', '', "Vehicle DBC file ('' = the shipped tspace_sim_van.dbc).")
         d('dbc_strict', True, 'Load the DBC strictly (overlapping signals are an error); '
@@ -105,7 +104,6 @@ class CanBridge(TspaceLifecycleNode):
           'A2L.')
         d('xcp_key_algorithm', 'sim_van_xor', 'XCP seed and key: sim_van_xor or none.')
         d('xcp_timeout_s', 0.5, 'XCP response time-out, s.', (0.01, 30.0))
-        d('default_map_file', '', "Default torque map YAML ('' = the shipped sim van's).")
         d('signal_mapping_file', '',
           'YAML list of {name, unit, message, signal, factor, offset, minimum, maximum}; '
           'empty: the default mapping of the shipped DBC.')
@@ -117,15 +115,10 @@ class CanBridge(TspaceLifecycleNode):
         d('can_fd', False, 'Open the bus in CAN FD mode.')
         d('log_rate', 1.0, 'can_interface log: play the log (can_channel) at this multiple of '
           'log speed; 0 = as fast as possible.', (0.0, 1000.0))
-        d('sample_rate_hz', 20.0, 'Window sampling rate, Hz.', (0.1, 1000.0))
-        d('samples_per_window', 30, 'Samples per signal and window.', (1, 100000))
         d('max_gap_s', 0.5, 'A silence longer than this restarts the window grid, s.',
           (0.001, 60.0))
         d('stale_after_s', 0.2, 'Hold a signal stale after this long without a sample, s.',
           (0.001, 60.0))
-        d('torque_budget_nm', 250.0, 'Largest change from the default map, Nm.', (0.0, 10000.0))
-        d('upper_bound', 1.0, 'Upper limit as a factor on the default map (>= 1).', (1.0, 10.0))
-        d('rows_per_action', 4, 'Speed rows one action may change.', (1, 64))
         d('flash_timeout_s', 3.0, 'Time for the VCU to acknowledge a map, s.', (0.01, 600.0))
         d('watchdog_timeout_s', 5.0,
           'Restore the default map after this long without a map or an agent heartbeat '
@@ -146,6 +139,7 @@ class CanBridge(TspaceLifecycleNode):
         self._reset_members()
         self._failure = ''                 # why the last configure failed
         self._failure_timer = self._failure_pub = None
+        self._vehicle_id = ''              # the task's, or the vehicle_id parameter
 
     def _reset_members(self):
         self.core: Optional[CanBridgeCore] = None
@@ -172,19 +166,19 @@ class CanBridge(TspaceLifecycleNode):
             db, dbc_warnings = load_dbc_with_warnings(p('dbc_file') or None, p('dbc_strict'))
             for warning in dbc_warnings[:5]:
                 self.get_logger().warn(f'DBC: {warning}')
-            # -- the default map --
-            default_map = load_default_map(p('default_map_file'))
-            default_map = TorqueMap.from_dict({**default_map.to_dict(),
-                                               'vehicle_id': p('vehicle_id'), 'origin': 0})
+            # -- the task contract: the default map (as the VCU holds it), windows, gate --
+            task = self.load_task(p('vehicle_id'))
+            self._vehicle_id = task.vehicle_id
+            default_map = task.vehicle_default_map()
             # -- the signal mapping and the windows --
             mapping = SignalMapping.default()
             if p('signal_mapping_file'):
                 mapping = SignalMapping.from_dicts(read_bounded(p('signal_mapping_file'),
                                                                 'signal mapping file'))
             mapping.check_against(db)
-            mapping.check_task()  # the task's signals, in its units: a missing one is named
-            windows = WindowBuilder(mapping, p('sample_rate_hz'), p('samples_per_window'),
-                                    p('vehicle_id'), p('driver_id'), '', 0, p('max_gap_s'),
+            mapping.check_task(task.required_signals)  # a missing one is named
+            windows = WindowBuilder(mapping, task.sample_rate_hz, task.samples_per_window,
+                                    task.vehicle_id, p('driver_id'), '', 0, p('max_gap_s'),
                                     p('stale_after_s'))
             # -- the link to the vehicle (flash_protocol); maps travel in its torque steps
             # (0.5 Nm on the transfer protocol): the gate quantizes inside the limits --
@@ -192,11 +186,10 @@ class CanBridge(TspaceLifecycleNode):
                              xcp=self._xcp_link(default_map)
                              if p('flash_protocol') == 'xcp' else None)
             # -- the safety gate --
-            gate = SafetyGate(default_map, p('torque_budget_nm'), p('upper_bound'),
-                              p('rows_per_action'), resolution_nm=link.resolution_nm)
+            gate = task.safety_gate(resolution_nm=link.resolution_nm)
             # -- the core --
             settings = BridgeSettings(
-                p('vehicle_id'), p('driver_id'), p('flash_timeout_s'), p('vehicle_offline_s'),
+                task.vehicle_id, p('driver_id'), p('flash_timeout_s'), p('vehicle_offline_s'),
                 p('watchdog_timeout_s'), p('episode_countdown_s'), p('can_bitrate') or 500_000)
             core = CanBridgeCore(db, default_map, gate, windows, link=link, settings=settings,
                                  send=self._send_frames, config_values={
@@ -248,7 +241,7 @@ class CanBridge(TspaceLifecycleNode):
         self._clear_failure()
         self.get_logger().info(
             f'configured: {p("can_interface")} {str(p("can_channel"))!r}, windows '
-            f'{p("samples_per_window")} x {p("sample_rate_hz")} Hz for {p("vehicle_id")}')
+            f'{task.samples_per_window} x {task.sample_rate_hz:g} Hz for {task.vehicle_id}')
         return TransitionCallbackReturn.SUCCESS
 
     def _xcp_link(self, default_map: TorqueMap) -> XcpLink:
@@ -557,7 +550,7 @@ class CanBridge(TspaceLifecycleNode):
     def _publish_status(self, level, message, values, publisher):
         publisher.publish(diagnostic_array(
             self.get_clock().now().to_msg(), f'{self.get_name()}: CAN bridge',
-            self._param('vehicle_id'), level, message, values))
+            self._vehicle_id or self._param('vehicle_id'), level, message, values))
 
 
 def main(args=None) -> int:
