@@ -1,0 +1,137 @@
+"""
+The simulated telematics cloud on its HTTP server, reached through the real client and link.
+
+The van drives on the wall clock (fast), its TBox serves ragged one-second
+batches that become the task's windows; a flash of gated rows changes the
+van's map after the flash latency; the VCU's own checks refuse a map outside
+its limits (2004) or of the wrong shape (2003); a wrong token is refused; AI
+mode off is its own code; the TBox falls back to the default map when the
+bridge goes silent.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from tspace_ros.can.transfer import TransferStatus
+from tspace_ros.can.windowing import WindowBuilder
+from tspace_ros.cloud.batches import BatchDecoder
+from tspace_ros.cloud.client import RemoteCanClient
+from tspace_ros.cloud.link import CloudLink
+from tspace_ros.cloud.remote_can import RemoteCode
+from tspace_ros.cloud_sim import CloudSimServer, main
+from tspace_ros.task.contract import load_task
+from tspace_ros.vehicle.tbox import CloudSimConfig
+
+TASK = load_task()
+TOKEN = 'test-token-not-a-secret'
+
+
+def _config(**kwargs):
+    base = {'real_time_factor': 40.0, 'time_zone': 'Europe/Berlin', 'read_latency_s': (0, 0, 0),
+            'flash_latency_s': (0.2, 0.0, 1.0), 'seed': 1}
+    base.update(kwargs)
+    return CloudSimConfig(**base)
+
+
+def _wait(predicate, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError('timed out')
+
+
+@pytest.fixture
+def cloud():
+    with CloudSimServer(_config(), token=TOKEN) as server:
+        yield server
+
+
+def _link(server, token=TOKEN):
+    client = RemoteCanClient(server.url, server.van.vin, token=token, backoff_s=0.01,
+                             flash_timeout_s=5.0)
+    # The van's clock runs 40x the wall's here: the link judges "future" on it.
+    return CloudLink(client, BatchDecoder(time_zone='Europe/Berlin'), TASK.default_map.shape,
+                     wall=server.van.vehicle_time_s)
+
+
+def test_the_cloud_serves_windows_of_the_task(cloud):
+    link = _link(cloud)
+    _wait(lambda: cloud.van.state()['seconds'] >= 8)
+    builder = WindowBuilder(link.decoder.mapping, TASK.sample_rate_hz, TASK.samples_per_window,
+                            cloud.van.vin, 'driver0')
+    windows = []
+    for _ in range(3):
+        _wait(link.poll_once)  # new seconds come every 25 ms at 40x
+        for name, t, value in link.take_samples():
+            frame = type('F', (dict,), {'message': 'get_signal'})({name.split('.')[1]: value})
+            windows += builder.feed(t, frame)
+    assert len(windows) >= 2
+    window = windows[-1].window
+    assert window.signal_names == TASK.signal_names
+    assert np.all(np.isfinite(window.samples))
+    assert 0.0 <= float(window.signal('pedal').max()) <= 1.0   # percent on the cloud, 0..1 here
+    assert float(window.signal('voltage').min()) > 300.0
+    stats = link.stats()
+    assert stats['fill_voltage'] == pytest.approx(0.5, abs=0.05)
+    assert stats['get_signal_p99_ms'] > 0
+
+
+def test_a_gated_flash_reaches_the_van_after_its_latency(cloud):
+    link = _link(cloud)
+    default = TASK.vehicle_default_map()
+    table = np.array(default.torque_nm)
+    table[2:5] -= 120.0
+    admitted = default.with_torque(table, policy_version=3)
+    link.write(admitted, 2, 3, 1, 3)
+    outcome = _wait(link.take_outcome)
+    assert outcome.status == TransferStatus.ACCEPTED
+    assert _wait(lambda: not cloud.van.state()['on_default_map'], 2.0)
+    assert np.allclose(cloud.van.sim.vcu.active_map.torque_nm, table)
+    link.restore(TASK.vehicle_default_map(), 2)
+    assert _wait(link.take_outcome).status == TransferStatus.ACCEPTED
+    assert _wait(lambda: cloud.van.state()['on_default_map'], 2.0)
+
+
+def test_the_vcu_refuses_what_it_must_and_a_wrong_token_is_refused(cloud):
+    link = _link(cloud)
+    default = TASK.vehicle_default_map()
+    below = np.array(default.torque_nm)
+    below[0] -= TASK.torque_budget_nm + 50.0
+    reply = link.client.set_torque(below[0:1], 0, default.shape)
+    assert reply.code == RemoteCode.TORQUE_RANGE
+    bad = RemoteCanClient(cloud.url, cloud.van.vin, token='wrong', read_retries=0)
+    assert bad.get_signal().http_status == 401
+    other = RemoteCanClient(cloud.url, 'OTHER-VIN', token=TOKEN)
+    assert other.get_signal().code == RemoteCode.CAR_NOT_REGISTERED
+    assert cloud.van.sim.vcu.active_map.torque_nm.tolist() == default.torque_nm.tolist()
+
+
+def test_ai_mode_off_failures_and_the_tbox_fallback():
+    with CloudSimServer(_config(ai_mode=False)) as server:
+        client = RemoteCanClient(server.url, server.van.vin)
+        assert client.get_signal().code == RemoteCode.AI_MODE_OFF
+    with CloudSimServer(_config(flash_success=0.0, flash_failure_codes=(2001,))) as server:
+        client = RemoteCanClient(server.url, server.van.vin)
+        default = TASK.vehicle_default_map()
+        assert client.set_torque(default.torque_nm[0:2], 0, default.shape).code == \
+            RemoteCode.AB_SWITCH_FAILED
+    with CloudSimServer(_config(tbox_timeout_s=0.5)) as server:
+        client = RemoteCanClient(server.url, server.van.vin)
+        table = np.array(TASK.default_map.torque_nm)
+        table[5] -= 100.0
+        assert client.set_torque(table[5:6], 5, table.shape).ok
+        assert _wait(lambda: not server.van.state()['on_default_map'], 2.0)
+        # Silence: no request for tbox_timeout_s -> the van is back on its default map.
+        assert _wait(lambda: server.van.state()['on_default_map'], 5.0)
+        assert server.van.state()['counts']['tbox_fallback'] == 1
+
+
+def test_the_command_refuses_bad_options(capsys):
+    assert main(['--time-zone', 'Mars/Base']) == 2
+    assert 'cloud_sim' in capsys.readouterr().err
+    assert main(['--token-env', 'TSPACE_NO_SUCH_TOKEN']) == 2
