@@ -498,8 +498,10 @@ class MqttBroker(_Server):
 
     def __init__(self, directory=None, tls: bool = False, username: Optional[str] = None,
                  password: Optional[str] = None, certificates: Optional[CertFiles] = None,
-                 startup_timeout_s: float = 15.0, stop_timeout_s: float = 5.0):
+                 startup_timeout_s: float = 15.0, stop_timeout_s: float = 5.0,
+                 port: int = 0):
         super().__init__(directory, startup_timeout_s, stop_timeout_s)
+        self._requested_port = int(port)  # 0: a free port (a restart may ask for the old one)
         self.tls = bool(tls or certificates is not None)
         self.certificates = certificates
         self.username = username
@@ -518,7 +520,7 @@ class MqttBroker(_Server):
         directory = self._prepare_dir()
         if self.tls and self.certificates is None:
             self.certificates = make_certificates(directory / 'certs')
-        self.port = free_port()
+        self.port = self._requested_port or free_port()
         lines = ['per_listener_settings false', 'persistence false', 'log_dest stderr',
                  'log_type error', 'log_type warning', 'log_type notice',
                  f'user {pwd.getpwuid(os.getuid()).pw_name}',
