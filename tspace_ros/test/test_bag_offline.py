@@ -30,6 +30,7 @@ from tspace_ros.nodes.messages import (episode_to_msg, frame_to_msg, time_from_n
                                        transition_to_msg)
 from tspace_ros.nodes.qos import POLICY_UPDATE_QOS, RECORD_QOS, WINDOW_QOS
 from tspace_ros.storage import open_pool, PoolConfig
+from tspace_ros.task.contract import load_task
 
 TIMEOUT_S = 30.0
 TRAINER_TIMEOUT_S = 60.0
@@ -181,8 +182,8 @@ def test_bag_of_transitions_fills_the_pool_and_trains_offline(tmp_path):
 FRAME_RATE_HZ = 50.0
 SECONDS = 6.0
 T0_S = 1_790_000_000.0
-WINDOW_RATE_HZ = 20.0
-WINDOW_SAMPLES = 30
+WINDOW_RATE_HZ = load_task().sample_rate_hz   # the shipped task's window grid
+WINDOW_SAMPLES = load_task().samples_per_window
 
 
 def speed_at(t_s: float) -> float:
@@ -230,9 +231,7 @@ def test_bag_of_can_frames_rebuilds_windows_through_the_bridge(tmp_path, named):
 
     with NodeProcess('tspace_ros.nodes.can_bridge', tmp_path / 'bridge.log', [
             '-r', '__ns:=/VAN_C', '-p', 'can_interface:=ros_topic',
-            '-p', 'use_sim_time:=true', '-p', 'vehicle_id:=VIN-BAG-C',
-            '-p', f'sample_rate_hz:={WINDOW_RATE_HZ}',
-            '-p', f'samples_per_window:={WINDOW_SAMPLES}']) as bridge, \
+            '-p', 'use_sim_time:=true', '-p', 'vehicle_id:=VIN-BAG-C']) as bridge, \
             RosContext() as ros:
         probe = ros.node('bag_bridge_probe')
         windows = []
