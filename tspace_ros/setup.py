@@ -11,6 +11,7 @@ NODES = {
     'window_source': 'tspace_ros.nodes.window_source:main',
     'vehicle_sim': 'tspace_ros.nodes.vehicle_sim:main',
     'can_bridge': 'tspace_ros.nodes.can_bridge:main',
+    'cloud_bridge': 'tspace_ros.nodes.cloud_bridge:main',
     'agent': 'tspace_ros.nodes.agent:main',
     'lifecycle_manager': 'tspace_ros.nodes.lifecycle_manager:main',
     'cruncher': 'tspace_ros.nodes.cruncher:main',
@@ -26,6 +27,7 @@ NODES = {
 COMMANDS = {
     'bringup': 'tspace_ros.bringup:main',
     'suite': 'tspace_ros.suite:main',
+    'cloud_sim': 'tspace_ros.cloud_sim:main',
 }
 
 setup(

@@ -18,9 +18,10 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tspace_ros'
 COMPOSITION = {'suite.py', 'bringup.py'}  # they put the nodes together in one process
-NODE_HELPERS = {'lifecycle', 'messages', 'qos', 'diagnostics', 'can_bus', 'topic_bus'}
-VEHICLE_NODES = ['can_bridge', 'agent', 'cruncher', 'map_viz', 'recorder', 'storage',
-                 'lifecycle_manager', 'replay']
+NODE_HELPERS = {'lifecycle', 'messages', 'qos', 'diagnostics', 'can_bus', 'topic_bus',
+                'vehicle_bridge'}
+VEHICLE_NODES = ['can_bridge', 'cloud_bridge', 'agent', 'cruncher', 'map_viz', 'recorder',
+                 'storage', 'lifecycle_manager', 'replay']
 VEHICLE_CORE = ['can', 'torque_map', 'episodes', 'cruncher', 'signals', 'task', 'storage',
                 'bags', 'bridge', 'cloud']
 FORBIDDEN_ON_VEHICLE = ('tspace_ros.vehicle', 'tensorflow', 'keras')

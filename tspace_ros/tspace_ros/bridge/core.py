@@ -593,6 +593,9 @@ class BridgeCore(VehicleMap):
             report = getattr(source, 'diagnostics', None)
             if report is not None:
                 values.update(report())
+        link_stats = getattr(self.link, 'stats', None)  # a link's own figures (the cloud's)
+        if link_stats is not None:
+            values.update({f'link_{key}': value for key, value in link_stats().items()})
         if self._seen_wall is None or now.wall_s - self._seen_wall > \
                 self.settings.vehicle_offline_s:
             level, message = LEVEL_ERROR, 'no frames from the vehicle'

@@ -106,6 +106,13 @@ class CloudLink:
                                             daemon=True)
             self._reader.start()
 
+    def stop(self) -> None:
+        """Stop polling (start() polls again); a write in flight goes on."""
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=self.client.timeout_s + 1.0)
+            self._reader = None
+
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
@@ -224,10 +231,7 @@ class CloudLink:
 
     def close(self) -> None:
         """Stop polling; wait for a write in flight to end (its outcome is kept)."""
-        self._stop.set()
-        if self._reader is not None:
-            self._reader.join(timeout=self.client.timeout_s + 1.0)
-            self._reader = None
+        self.stop()
         if self._writer is not None:
             self._writer.join(timeout=self.client.flash_timeout_s + 1.0)
         self.client.close()
