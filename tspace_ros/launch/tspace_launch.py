@@ -9,7 +9,7 @@ The lifecycle manager brings the chain up (autostart) in dependency order and pu
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -49,8 +49,12 @@ SIM_ARGUMENTS = {
     'cycle': ('wltc3b', 'Drive cycle: wltc3b, wltc3a or nedc.'),
 }
 VEHICLE_ARGUMENTS = {
+    'link': ('can', 'How the bridge reaches the vehicle: can (can_bridge on its bus) or cloud '
+             "(cloud_bridge: tspace's RemoteCAN through a telematics cloud)."),
     'can_interface': ('kvaser', 'python-can interface (kvaser, socketcan, pcan, ...).'),
     'can_channel': ('0', 'CAN channel of the interface.'),
+    'cloud_url': ('', 'link cloud: the RemoteCAN base URL (https://...); the token comes from '
+                  'TSPACE_CLOUD_TOKEN or the cloud_token_file parameter.'),
 }
 
 
@@ -112,15 +116,23 @@ def suite_description(simulate: bool) -> LaunchDescription:
     policy_topic = PythonExpression([
         "'/' + '", _arg('fleet'), "'.strip('/') + '/policy/update' if '", _arg('fleet'),
         "' else 'policy/update'"])
-    managed = (['vehicle_sim'] if simulate else []) + [
-        'can_bridge', 'cruncher', 'agent', 'map_viz']
+    # The bridge: the simulated van is on CAN; a real vehicle on CAN or behind the cloud.
+    cloud = 'False' if simulate else PythonExpression(["'", _arg('link'), "' == 'cloud'"])
+    bridges = "['can_bridge']" if simulate else PythonExpression([
+        "['cloud_bridge'] if '", _arg('link'), "' == 'cloud' else ['can_bridge']"])
+    managed = (['vehicle_sim'] if simulate else [])
     nodes = [
         lifecycle('storage', {'backend': _arg('storage_backend'),
                               'root': _text('storage_root')}, condition=IfCondition(alone)),
         lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
                   condition=IfCondition(PythonExpression([training, ' and ', alone]))),
         lifecycle('can_bridge', {'vehicle_id': _text('vehicle_id'),
-                                 'driver_id': _text('driver'), **bus}),
+                                 'driver_id': _text('driver'), **bus},
+                  condition=UnlessCondition(cloud)),
+        lifecycle('cloud_bridge', {'vehicle_id': _text('vehicle_id'),
+                                   'driver_id': _text('driver'),
+                                   'cloud_url': _text('cloud_url')},
+                  condition=IfCondition(cloud)),
         lifecycle('cruncher'),
         lifecycle('agent', {'algorithm': _arg('algorithm'), 'mode': _arg('mode'),
                             'policy_file': _text('policy_file'),
@@ -138,7 +150,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
     # Dependency order: storage, trainer (train mode), the van, bridge, cruncher, agent, ...
     names = PythonExpression([
         "(['storage'] if ", alone, ' else []) + (["trainer"] if ', training, ' and ', alone,
-        ' else []) + ', str(managed),
+        ' else []) + ', str(managed), ' + ', bridges, " + ['cruncher', 'agent', 'map_viz']",
         " + (['recorder'] if '", _arg('record'), yes, ' else [])'])
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',

@@ -74,14 +74,29 @@ LAYERS = sorted(p for folder in ('agents', 'storage', 'sites', 'drivers')
 
 def test_every_key_of_every_layered_parameter_file_is_a_declared_parameter(tmp_path):
     assert len(LAYERS) >= 7
-    nodes = {'storage', 'trainer', 'can_bridge', 'cruncher', 'agent', 'map_viz'}
+    nodes = {'storage', 'trainer', 'can_bridge', 'cloud_bridge', 'cruncher', 'agent',
+             'map_viz'}
+    cloud = {}
     for path in LAYERS:
-        assert set(load_node_parameters(path)) <= nodes, path
+        sections = load_node_parameters(path)
+        assert set(sections) <= nodes, path
+        cloud.update(sections.get('cloud_bridge', {}))
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
     suite = Suite('LAYERS_CHECK', [SUITE_PARAMS, *LAYERS])
     try:
         for name, node in suite.nodes.items():
             assert node.parameters_valid(), name
+        # The cloud bridge is not in the simulated suite: its keys are checked on the node.
+        from rclpy.parameter import Parameter
+
+        from tspace_ros.nodes.cloud_bridge import CloudBridge
+        assert cloud, 'no layer configures the cloud bridge'
+        bridge = CloudBridge('cloud_bridge', namespace='LAYERS_CHECK', parameter_overrides=[
+            Parameter(key, value=value) for key, value in cloud.items()])
+        try:
+            assert bridge.parameters_valid(), cloud
+        finally:
+            bridge.destroy_node()
     finally:
         suite.close()
         rclpy.try_shutdown()
