@@ -401,3 +401,32 @@ def test_a_mismatching_vcu_is_reverted_to_the_default():
     assert any('VCU: the VCU holds a map' in text for _, text in out.log)
     assert any(text.startswith('map checksum mismatch: default map restored')
                for _, text in out.log)
+
+
+class _WallClockLink(CanTransferLink):
+    """The transfer link, counting signs of life, with XCP's heartbeat timing."""
+
+    heartbeat_on_wall_clock = True
+
+    def __init__(self, db):
+        super().__init__(db)
+        self.beats = 0
+
+    def heartbeat(self, counter, version, checksum):
+        self.beats += 1
+        return None
+
+
+@pytest.mark.parametrize('wall_only, expected', [(False, 20), (True, 1)])
+def test_a_blocking_sign_of_life_is_timed_on_the_wall_clock_alone(wall_only, expected):
+    # At 40x real time a poll cycle of 10 ms wall is 0.4 s of bus time: a CAN heartbeat
+    # (a frame, the VCU counts bus time) goes out every cycle; XCP's GET_STATUS, a blocking
+    # round trip the ECU times on its own clock, once per 100 ms of wall time.
+    link = _WallClockLink(DB)
+    link.heartbeat_on_wall_clock = wall_only
+    s = Session(link=link)
+    for i in range(1, 21):
+        s.core.tick(at(0.4 * i, 0.005 * i))  # 20 cycles in 0.1 s of wall time
+    assert link.beats == expected
+    s.core.tick(at(8.5, 0.2))
+    assert link.beats == expected + 1

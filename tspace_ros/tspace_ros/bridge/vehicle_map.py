@@ -233,16 +233,21 @@ class VehicleMap:
 
         One is due once HEARTBEAT_PERIOD_S has passed on the bus clock (the
         VCU's time, which may run faster than real time in a simulation) or
-        on the wall clock (a bus whose time stands still). None if the link
-        has no sign of life (no BridgeHeartbeat in the DBC, a read-only link).
+        on the wall clock (a bus whose time stands still); on the wall clock
+        only for a link whose sign of life is a blocking round trip that the
+        ECU times on the wall clock (``heartbeat_on_wall_clock``: XCP's
+        GET_STATUS). None if the link has no sign of life (no BridgeHeartbeat
+        in the DBC, a read-only link).
         """
         if not self.link.writes_maps or not (math.isfinite(bus_now_s) and
                                              math.isfinite(wall_now_s)):
             return None
         if self._last_heartbeat is not None:
             bus_then, wall_then = self._last_heartbeat
-            if bus_now_s - bus_then < HEARTBEAT_PERIOD_S and \
-                    wall_now_s - wall_then < HEARTBEAT_PERIOD_S and bus_now_s >= bus_then:
+            wall_only = getattr(self.link, 'heartbeat_on_wall_clock', False)
+            if wall_now_s - wall_then < HEARTBEAT_PERIOD_S and (
+                    wall_only or (bus_now_s - bus_then < HEARTBEAT_PERIOD_S and
+                                  bus_now_s >= bus_then)):
                 return None
         self._last_heartbeat = (bus_now_s, wall_now_s)
         self._heartbeat_counter = (self._heartbeat_counter + 1) % 16

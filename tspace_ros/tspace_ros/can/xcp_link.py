@@ -93,6 +93,9 @@ class XcpLink:
     writes_maps = True
     reports_status = False
     resolution_nm = 0.0  # float32 on the ECU: the gate's values travel as they are
+    # GET_STATUS is a blocking round trip, and the ECU's sign-of-life time-out runs on its
+    # own (real) time: one every 100 ms of wall time, not of a fast simulation's time.
+    heartbeat_on_wall_clock = True
 
     def __init__(self, master_factory: Callable[[], object], layout: XcpMapLayout,
                  key_of: Optional[Callable[[bytes], bytes]] = None, ack_timeout_s: float = 3.0):
