@@ -67,7 +67,9 @@ class PlayedVehicle:
                 'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7, 'motor_torque_nm': 80.0,
                 'motor_speed_rpm': 2500.0}, self._t0 + t)
         self._sent = max(self._sent, due)
-        frames += self.vcu.poll(time.time())
+        # What the bridge sent first, then the VCU's own time-outs: after a stall of this
+        # test's loop the heartbeats waiting in the queue must count before the VCU judges
+        # the bridge silent (a real VCU reads its bus as frames arrive).
         while True:
             frame = self.bus.recv(timeout=0)
             if frame is None:
@@ -78,6 +80,7 @@ class PlayedVehicle:
                 self.map_frames += 1
             if self.mode != 'silent':
                 frames += self.vcu.feed(frame, time.time())
+        frames += self.vcu.poll(time.time())
         if frames:
             self.bus.send_batch(frames)
 
@@ -136,7 +139,9 @@ class Harness:
 def bridge(tmp_path, name, *params):
     """Start a can_bridge in namespace /<name> (as one vehicle's nodes run)."""
     args = ['-r', f'__ns:=/{name}', '-p', 'vehicle_id:=VIN-BRIDGE',
-            '-p', 'flash_timeout_s:=1.0', '-p', 'vehicle_offline_s:=1.0']
+            # The played vehicle answers from this test's own loop: on a loaded 2-core
+            # machine an answer can take a good part of a second to come back.
+            '-p', 'flash_timeout_s:=2.0', '-p', 'vehicle_offline_s:=1.0']
     for param in params:
         args += ['-p', param]
     return NodeProcess('tspace_ros.nodes.can_bridge', tmp_path / f'{name}.log', args)
@@ -285,7 +290,8 @@ def test_the_vcu_falls_back_on_its_own_when_the_bridge_is_killed(tmp_path):
         os.kill(process.pid, signal.SIGKILL)
         killed = time.monotonic()
         assert h.until(lambda: h.vehicle.vcu.on_reference, 5.0), 'the VCU kept the map'
-        assert time.monotonic() - killed < 0.5 + 0.3  # the time-out, plus the probe's polling
+        # The VCU's time-out (0.5 s), plus this test's polling of the played VCU under load.
+        assert time.monotonic() - killed < 0.5 + 0.5
         assert h.vehicle.vcu.fallback_active and h.vehicle.vcu.stats['fallbacks'] == 1
 
 
