@@ -47,6 +47,11 @@ SIM_ARGUMENTS = {
     'publish_clock': ('true', 'The van publishes /clock (in a simulated fleet: one van only).'),
     'start_utc': ('', "UTC start of the van's clock ('' = now; the same for a fleet's vans)."),
     'cycle': ('wltc3b', 'Drive cycle: wltc3b, wltc3a or nedc.'),
+    'flash_protocol': ('transfer', 'How maps reach the van: transfer or xcp (xcp needs a bus '
+                       'that python-can opens in every process: sim_can_interface).'),
+    'sim_can_interface': ('ros_topic', "The van's bus between the processes: ros_topic (ROS "
+                          'topics), or a python-can interface, e.g. socketcan (vcan0).'),
+    'sim_can_channel': ('ros', "The bus's channel (ros_topic: any; socketcan: vcan0)."),
 }
 VEHICLE_ARGUMENTS = {
     'link': ('can', 'How the bridge reaches the vehicle: can (can_bridge on its bus) or cloud '
@@ -103,8 +108,10 @@ def suite_description(simulate: bool) -> LaunchDescription:
     namespace = _arg('namespace')
     training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
     yes = "'" + YES
-    bus = {'can_interface': 'ros_topic', 'can_channel': 'ros'} if simulate else {
+    bus = {'can_interface': _arg('sim_can_interface'),
+           'can_channel': _text('sim_can_channel')} if simulate else {
         'can_interface': _arg('can_interface'), 'can_channel': _arg('can_channel')}
+    link = {'flash_protocol': _arg('flash_protocol')} if simulate else {}
 
     def lifecycle(name, extra=None, condition=None):
         return LifecycleNode(
@@ -127,7 +134,7 @@ def suite_description(simulate: bool) -> LaunchDescription:
         lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
                   condition=IfCondition(PythonExpression([training, ' and ', alone]))),
         lifecycle('can_bridge', {'vehicle_id': _text('vehicle_id'),
-                                 'driver_id': _text('driver'), **bus},
+                                 'driver_id': _text('driver'), **bus, **link},
                   condition=UnlessCondition(cloud)),
         lifecycle('cloud_bridge', {'vehicle_id': _text('vehicle_id'),
                                    'driver_id': _text('driver'),
