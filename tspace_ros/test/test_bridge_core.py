@@ -430,3 +430,27 @@ def test_a_blocking_sign_of_life_is_timed_on_the_wall_clock_alone(wall_only, exp
     assert link.beats == expected
     s.core.tick(at(8.5, 0.2))
     assert link.beats == expected + 1
+
+
+def test_a_frame_without_a_capture_time_does_not_turn_the_bus_clock_back():
+    s = Session(silent=True)
+    frame = encode_vehicle_sample(DB, {'speed_kph': 30.0, 'pedal': 0.3, 'brake_bar': 0.0,
+                                       'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7,
+                                       'motor_torque_nm': 80.0, 'motor_speed_rpm': 2500.0},
+                                  T0_NS / 1e9 + 1.0)[0]
+    s.core.receive([frame], at(1.0, 1.0))
+    assert s.core.bus_now_s(at(1.0, 1.0)) == pytest.approx(T0_NS / 1e9 + 1.0)
+    s.core.flash(four_rows(3), 2, 4, at(1.0, 1.0))
+    stale = encode_vehicle_sample(DB, {'speed_kph': 30.0, 'pedal': 0.3, 'brake_bar': 0.0,
+                                       'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7,
+                                       'motor_torque_nm': 80.0, 'motor_speed_rpm': 2500.0},
+                                  0.0)[0]  # a driver that stamps nothing
+    later = encode_vehicle_sample(DB, {'speed_kph': 30.0, 'pedal': 0.3, 'brake_bar': 0.0,
+                                       'current_a': 40.0, 'voltage_v': 390.0, 'soc': 0.7,
+                                       'motor_torque_nm': 80.0, 'motor_speed_rpm': 2500.0},
+                                  T0_NS / 1e9 + 4.5)[0]
+    s.core.receive([later, stale], at(4.5, 4.5))
+    assert s.core.bus_now_s(at(4.5, 4.5)) == pytest.approx(T0_NS / 1e9 + 4.5)
+    s.core.check_flash(at(4.5, 4.5))  # 3.5 s on both clocks since the commit: timed out
+    (result,) = s.core.take_outputs().flashes
+    assert result.error == FlashError.TIMEOUT

@@ -223,7 +223,11 @@ class BridgeCore(VehicleMap):
         if decoded is None:
             return [], result
         stamp = capture_time_ns(frame)
-        self.last_frame_ns = stamp
+        # The bus clock only moves forward on valid capture times: a frame without one (an
+        # answer stamped 0 by a driver, a corrupt stamp) must not send it back to 1970,
+        # where no flash could time out on it. The window builder counts such frames.
+        if stamp >= 0 and (self.last_frame_ns is None or stamp >= self.last_frame_ns):
+            self.last_frame_ns = stamp
         return self.windows.feed(stamp, decoded), result
 
     def start(self, now: Now) -> None:
