@@ -129,3 +129,35 @@ def test_a_missing_token_file_and_a_plain_http_remote_fail_configure(tmp_path):
         assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE)
         assert spin_until(ros.executor, lambda: 'cannot read secret file' in process.output(),
                           5.0)
+
+
+def test_signals_straight_from_object_storage(tmp_path):
+    from tspace_ros import servers
+    try:
+        servers.find_weed()
+    except servers.ServerUnavailable as error:
+        import pytest
+        pytest.skip(str(error))
+    config = CloudSimConfig(time_zone='Europe/Berlin', read_latency_s=(0, 0, 0), seed=4)
+    with servers.S3Server(buckets=['tbox']) as s3, \
+            CloudSimServer(config, token=TOKEN, upload_fs=s3.filesystem(),
+                           upload_root='tbox/fleet') as cloud:
+        args = ['-r', '__ns:=/cloud_s3', '-p', f'cloud_url:={cloud.url}',
+                '-p', 'time_zone:=Europe/Berlin', '-p', 'signal_poll_period_s:=0.5',
+                '-p', 'signal_source:=object_storage',
+                '-p', 'object_storage_uri:=s3://tbox/fleet',
+                '-p', f's3_endpoint:={s3.endpoint_url}']
+        with NodeProcess('tspace_ros.nodes.cloud_bridge', tmp_path / 'cloud_s3.log', args,
+                         env={'TSPACE_CLOUD_TOKEN': TOKEN, **s3.environ()}) as process, \
+                RosContext() as ros:
+            windows = []
+            ros.node('s3_probe').create_subscription(
+                ObservationWindow, '/cloud_s3/observation/window', windows.append, 50)
+            lifecycle = LifecycleDriver(ros, 'cloud_s3/cloud_bridge')
+            assert lifecycle.transition(Transition.TRANSITION_CONFIGURE), process.output()
+            assert lifecycle.transition(Transition.TRANSITION_ACTIVATE), process.output()
+            assert spin_until(ros.executor, lambda: len(windows) >= 2, TIMEOUT_S), \
+                process.output()
+            assert windows[-1].vehicle_id == TASK.vehicle_id
+            assert cloud.van.state()['counts'].get('get_signal_ok', 0) == 0  # not polled
+            assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)

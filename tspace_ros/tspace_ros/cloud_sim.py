@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import hmac
 import json
+import queue
 import signal
 import ssl
 import sys
@@ -29,7 +30,9 @@ from typing import Optional
 from aiohttp import web
 
 from tspace_ros.cloud.client import load_secret, SecretError
+from tspace_ros.cloud.object_batches import object_name, second_object
 from tspace_ros.cloud.remote_can import RemoteCode
+from tspace_ros.task.contract import load_task
 from tspace_ros.vehicle.tbox import CloudSimConfig, TelematicsVan
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -91,13 +94,61 @@ def make_app(van: TelematicsVan, token: str = '') -> web.Application:
     return app
 
 
+class ObjectUploader:
+    """The TBox's uploads: one object per second, put by a thread of its own."""
+
+    def __init__(self, filesystem, bucket: str, prefix: str, vin: str):
+        """Take a pyarrow filesystem (S3) and the folder <bucket>/<prefix>/<vin>."""
+        self.fs = filesystem
+        self.folder = '/'.join(p for p in (bucket, prefix.strip('/'), vin) if p)
+        self.queue: 'queue.Queue' = queue.Queue(maxsize=3600)
+        self.uploaded = self.failed = self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name='tbox_upload', daemon=True)
+        self._thread.start()
+
+    def __call__(self, utc_ns: int, second) -> None:
+        """Queue one second (never blocks; a full queue drops it, counted)."""
+        try:
+            self.queue.put_nowait((utc_ns, second))
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            utc_ns, second = item
+            try:
+                with self.fs.open_output_stream(f'{self.folder}/{object_name(utc_ns)}') as out:
+                    out.write(second_object(second))
+                self.uploaded += 1
+            except (OSError, ValueError):
+                self.failed += 1
+
+    def close(self) -> None:
+        """Upload what is queued, then stop."""
+        self.queue.put(None)
+        self._thread.join(timeout=30.0)
+
+
 class CloudSimServer:
     """The simulated cloud in a thread of its own, on 127.0.0.1 and a free port."""
 
     def __init__(self, config: CloudSimConfig, token: str = '', certfile: str = '',
-                 keyfile: str = '', port: int = 0):
-        """Build the van; start() serves it."""
-        self.van = TelematicsVan(config, time.time())
+                 keyfile: str = '', port: int = 0, upload_fs=None, upload_root: str = ''):
+        """
+        Build the van; start() serves it.
+
+        upload_fs, upload_root ('bucket/prefix'): the TBox also uploads every second to
+        object storage, ``<bucket>/<prefix>/<vin>/<utc ms>.json``.
+        """
+        self.uploader = None
+        if upload_fs is not None:
+            bucket, _, prefix = upload_root.strip('/').partition('/')
+            self.uploader = ObjectUploader(upload_fs, bucket, prefix,
+                                           config.vin or load_task().vehicle_id)
+        self.van = TelematicsVan(config, time.time(), upload=self.uploader)
         self.token = token
         self._ssl = None
         if certfile:
@@ -151,6 +202,9 @@ class CloudSimServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10.0)
             self._thread = None
+        if self.uploader is not None:
+            self.uploader.close()
+            self.uploader = None
 
     def __enter__(self):
         """Start serving."""
@@ -201,6 +255,11 @@ def main(argv=None) -> int:
     parser.add_argument('--cert', default='', help='serve HTTPS with this certificate')
     parser.add_argument('--key', default='')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--s3-uri', default='', help='the TBox also uploads every second to '
+                        's3://bucket/prefix/<vin>/ (credentials: AWS_ACCESS_KEY_ID and '
+                        'AWS_SECRET_ACCESS_KEY)')
+    parser.add_argument('--s3-endpoint', default='', help='S3 endpoint, e.g. '
+                        'http://127.0.0.1:8333 (default: TSPACE_S3_ENDPOINT, else AWS)')
     args = parser.parse_args(argv)
     try:
         token = load_secret(args.token_env, args.token_file, 'cloud_sim token')
@@ -215,7 +274,18 @@ def main(argv=None) -> int:
             voltage_rate_hz=args.voltage_rate_hz, ai_mode=not args.ai_mode_off,
             tbox_timeout_s=args.tbox_timeout_s, seed=args.seed,
             start_utc=datetime.datetime.now(datetime.timezone.utc))
-        server = CloudSimServer(config, token, args.cert, args.key, args.port).start()
+        upload_fs, upload_root = None, ''
+        if args.s3_uri:
+            from tspace_ros.storage import PoolConfig, StorageError
+            from tspace_ros.storage.s3_pool import s3_filesystem, split_root
+            try:
+                upload_fs = s3_filesystem(PoolConfig(root=args.s3_uri,
+                                                     s3_endpoint=args.s3_endpoint))
+                upload_root = '/'.join(p for p in split_root(args.s3_uri) if p)
+            except StorageError as error:
+                raise ValueError(str(error)) from None
+        server = CloudSimServer(config, token, args.cert, args.key, args.port, upload_fs,
+                                upload_root).start()
     except (SecretError, ValueError, OSError, ssl.SSLError) as error:
         print(f'cloud_sim: {error}', file=sys.stderr)
         return 2

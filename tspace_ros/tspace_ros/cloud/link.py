@@ -6,9 +6,11 @@ last good map, time-outs, offline detection, the watchdog and the episodes;
 this link owns the transport only:
 
 - reading: a thread polls ``get_signal`` (the last ``signal_duration_s`` s)
-  every ``poll_period_s``; ``batches.BatchDecoder`` keeps the seconds not taken
-  before; ``take_samples`` hands them to the core as ``Sample``s
-  (``get_signal.<list>``, routed by the cloud signal mapping). Polls are the
+  every ``poll_period_s``, or reads the seconds the TBox uploaded to object
+  storage (``source``: ``object_batches.ObjectBatchSource``);
+  ``batches.BatchDecoder`` keeps the seconds not taken before; ``take_samples``
+  hands them to the core as ``Sample``s (``get_signal.<list>``, routed by the
+  cloud signal mapping). Polls are the
   vehicle side's sign of life: the TBox falls back to the default map when
   they stop;
 - writing: ``write`` sends only the admitted map's changed rows with
@@ -76,11 +78,18 @@ class CloudLink:
     def __init__(self, client: RemoteCanClient, decoder: BatchDecoder,
                  map_shape: Tuple[int, int], poll_period_s: float = 2.0,
                  signal_duration_s: int = 4, abswitch: bool = True,
-                 wall: Callable[[], float] = time.time):
-        """Take the client, the batch decoder and the map's shape; start nothing yet."""
+                 wall: Callable[[], float] = time.time, source=None):
+        """
+        Take the client, the batch decoder and the map's shape; start nothing yet.
+
+        source: where the signals come from when not from get_signal: an object with
+        ``fetch() -> RemoteReply`` (``object_batches.ObjectBatchSource``, the TBox's
+        uploads in object storage) and ``stats()``.
+        """
         if not 0.05 <= poll_period_s <= 60:
             raise ValueError(f'poll_period_s must be 0.05..60 s, got {poll_period_s}')
-        self.client, self.decoder = client, decoder
+        self.client, self.decoder, self.source = client, decoder, source
+        self._read_name = 'objects' if source is not None else 'get_signal'
         self.map_shape = (int(map_shape[0]), int(map_shape[1]))
         self.poll_period_s, self.signal_duration_s = float(poll_period_s), signal_duration_s
         self.abswitch = bool(abswitch)
@@ -121,9 +130,10 @@ class CloudLink:
 
     def poll_once(self) -> int:
         """Fetch and decode one get_signal; return the samples queued."""
-        reply = self.client.get_signal(self.signal_duration_s)
-        self.counts[f'get_signal_{int(reply.code)}'] += 1
-        self.last_reply['get_signal'] = f'{int(reply.code)} {reply.message}'[:200]
+        reply = self.source.fetch() if self.source is not None else \
+            self.client.get_signal(self.signal_duration_s)
+        self.counts[f'{self._read_name}_{int(reply.code)}'] += 1
+        self.last_reply[self._read_name] = f'{int(reply.code)} {reply.message}'[:200]
         if not reply.ok:
             return 0
         batch = self.decoder.decode(reply.result, int(self._wall() * 1e9))
@@ -218,6 +228,8 @@ class CloudLink:
         out: Dict[str, object] = dict(self.counts)
         out.update(self.client.stats())
         out.update({f'batch_{k}': v for k, v in self.decoder.problems.items()})
+        if self.source is not None:
+            out.update(self.source.stats())
         out.update({f'fill_{k}': round(v, 3) for k, v in self.decoder_fill().items()})
         if self.last_batch_ns:
             out['data_age_s'] = round(self._wall() - self.last_batch_ns / 1e9, 3)

@@ -7,7 +7,9 @@ The same node as the CAN bridge (``nodes.vehicle_bridge``: windows,
 and episodes), with another link: ``cloud.link.CloudLink``.
 
 - Signals: ``get_signal`` polled every ``signal_poll_period_s`` (the last
-  ``signal_duration_s`` s); ragged one-second lists in the site's local time
+  ``signal_duration_s`` s), or the TBox's one-second uploads read straight from
+  object storage (``signal_source: object_storage``, ``object_storage_uri``);
+  ragged one-second lists in the site's local time
   (``time_zone``) are resampled onto the task's window grid, each bad sample
   flagged, duplicate, late and future seconds counted.
 - Flashing: ``set_torque`` with only the admitted rows, never retried; a failed
@@ -36,6 +38,7 @@ from tspace_ros.can.windowing import SignalMapping, WindowBuilder
 from tspace_ros.cloud.batches import BatchDecoder, default_cloud_mapping
 from tspace_ros.cloud.client import load_secret, RemoteCanClient, SecretError
 from tspace_ros.cloud.link import CloudLink
+from tspace_ros.cloud.object_batches import ObjectBatchSource
 from tspace_ros.episodes.hmi_mqtt import HmiMqttListener
 from tspace_ros.nodes.lifecycle import run_lifecycle_node
 from tspace_ros.nodes.vehicle_bridge import ConfigureFailure, VehicleBridgeNode
@@ -65,6 +68,13 @@ class CloudBridge(VehicleBridgeNode):
         d('read_retries', 3, 'get_signal retries on 413/429/5xx and connection errors.',
           (0, 10))
         d('abswitch', True, 'Ask the vehicle to switch to the written (B) page.')
+        d('signal_source', 'get_signal', 'Where signals come from: get_signal (polled over '
+          "HTTP) or object_storage (the TBox's one-second uploads, object_storage_uri).")
+        d('object_storage_uri', '', 'signal_source object_storage: s3://bucket/prefix (the '
+          "vehicle's seconds under <prefix>/<vin>/).")
+        d('s3_endpoint', '', "S3 endpoint http(s)://host:port ('' = TSPACE_S3_ENDPOINT, else "
+          'AWS); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3_credentials_file.')
+        d('s3_credentials_file', '', 'An AWS-style credentials file ([default] section).')
         d('mqtt_host', '127.0.0.1', 'MQTT broker of the remote HMI.')
         d('mqtt_port', 0, 'MQTT broker port (0: no remote HMI).', (0, 65535))
         d('mqtt_ca_file', '', "CA bundle for MQTT over TLS ('' = no TLS).")
@@ -108,7 +118,8 @@ class CloudBridge(VehicleBridgeNode):
                                  flash_timeout_s=p('flash_timeout_s'),
                                  read_retries=p('read_retries'))
         link = CloudLink(client, decoder, task.default_map.shape, p('signal_poll_period_s'),
-                         p('signal_duration_s'), p('abswitch'))
+                         p('signal_duration_s'), p('abswitch'),
+                         source=self._object_source(task.vehicle_id))
         windows = WindowBuilder(mapping, task.sample_rate_hz, task.samples_per_window,
                                 task.vehicle_id, p('driver_id'), '', 0, p('max_gap_s'),
                                 p('stale_after_s'))
@@ -128,6 +139,28 @@ class CloudBridge(VehicleBridgeNode):
         with self._lock:
             self.core, self.link = core, link
         return f'cloud {url} ({p("time_zone")})'
+
+    def _object_source(self, vin: str):
+        """Return the object-storage source of signal_source object_storage, else None."""
+        p = self._param
+        if p('signal_source') == 'get_signal':
+            return None
+        if p('signal_source') != 'object_storage':
+            raise ConfigureFailure(f'signal_source must be get_signal or object_storage, got '
+                                   f'{p("signal_source")!r}')
+        from tspace_ros.storage import PoolConfig, StorageError
+        from tspace_ros.storage.s3_pool import is_s3_root, s3_filesystem, split_root
+        if not is_s3_root(p('object_storage_uri')):
+            raise ConfigureFailure(f'object_storage_uri must be s3://bucket/prefix, got '
+                                   f'{p("object_storage_uri")!r}')
+        try:
+            bucket, prefix = split_root(p('object_storage_uri'))
+            filesystem = s3_filesystem(PoolConfig(
+                root=p('object_storage_uri'), s3_endpoint=p('s3_endpoint'),
+                s3_credentials_file=p('s3_credentials_file')))
+        except StorageError as error:
+            raise ConfigureFailure(f'object_storage_uri: {error}') from None
+        return ObjectBatchSource(filesystem, bucket, prefix, vin)
 
     def on_activate(self, state):
         """Start polling the cloud, then the core."""

@@ -80,8 +80,14 @@ def _stamp(t: datetime.datetime) -> str:
 class TelematicsVan:
     """One simulated van and its TBox (see the module docstring); thread-safe."""
 
-    def __init__(self, config: CloudSimConfig, now_s: float, simulation=None):
-        """Start the van at wall time now_s; ValueError for a bad configuration."""
+    def __init__(self, config: CloudSimConfig, now_s: float, simulation=None, upload=None):
+        """
+        Start the van at wall time now_s; ValueError for a bad configuration.
+
+        upload: called with (UTC ns of the second, the second as the TBox uploads it:
+        ``timestamp`` and its lists) for every second, e.g. to put it in object storage;
+        it must not block (queue it).
+        """
         task = load_task()
         self.config = config
         self.vin = config.vin or task.vehicle_id
@@ -107,6 +113,7 @@ class TelematicsVan:
         self.last_request_s = now_s
         self.counts: Dict[str, int] = {}
         self.pending_flash: Optional[Tuple[float, TorqueMap]] = None
+        self._upload = upload
 
     # ---- the van on the wall clock -----------------------------------------------------
     def advance(self, now_s: float) -> None:
@@ -153,6 +160,10 @@ class TelematicsVan:
             batch[key] = [f'{v:.3f}' for v in values]
         batch['list_gears'] = [4, 4]
         self._history.append(batch)
+        if self._upload is not None:
+            second = {'timestamp': batch['stamp'],
+                      **{k: v for k, v in batch.items() if k != 'stamp'}}
+            self._upload(int(true.timestamp()) * 10 ** 9, second)
 
     # ---- the contract ------------------------------------------------------------------
     def _failure(self, success: float, codes) -> Optional[Dict[str, Any]]:
