@@ -97,10 +97,16 @@ def _parameter_files():
             _chosen('driver_config', 'drivers/driver0.yaml')]
 
 
-def suite_description(simulate: bool) -> LaunchDescription:
-    """Return the launch description of the suite (with the simulated van when simulate)."""
+def suite_description(simulate: bool, link: str = 'can') -> LaunchDescription:
+    """
+    Return the launch description of the suite (with the simulated van when simulate).
+
+    link: the default of the vehicle's ``link`` argument (``can`` or ``cloud``).
+    """
     arguments = dict(COMMON_ARGUMENTS)
     arguments.update(SIM_ARGUMENTS if simulate else VEHICLE_ARGUMENTS)
+    if not simulate:
+        arguments['link'] = (link, VEHICLE_ARGUMENTS['link'][1])
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
     files = _parameter_files()

@@ -144,7 +144,8 @@ def test_a_wrong_key_or_value_in_a_parameter_file_stops_configure_naming_file_an
 @pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
                     reason='launch_ros is not installable from PyPI; runs in a ROS 2 install')
 @pytest.mark.parametrize('name, simulated', [('sim.launch.py', True),
-                                             ('vehicle.launch.py', False)])
+                                             ('vehicle.launch.py', False),
+                                             ('cloud.launch.py', False)])
 def test_launch_descriptions_build_with_real_launch_ros(name, simulated):
     from launch_ros.actions import LifecycleNode, Node
     spec = importlib.util.spec_from_file_location(name.replace('.', '_'), LAUNCH_DIR / name)
