@@ -10,7 +10,9 @@ reaches the van.
 import pytest
 
 from tspace_ros import servers
+from tspace_ros.cloud.batches import BatchDecoder
 from tspace_ros.cloud.client import RemoteCanClient
+from tspace_ros.cloud.link import CloudLink
 from tspace_ros.cloud.remote_can import RemoteCode
 from tspace_ros.cloud_sim import CloudSimServer
 from tspace_ros.task.contract import load_task
@@ -45,6 +47,11 @@ def test_https_with_the_right_ca_works_and_a_wrong_ca_is_refused(certificates):
         for reply in (untrusted.get_signal(), untrusted.set_torque(table[0:1], 0, table.shape)):
             assert reply.code == RemoteCode.CONNECTION and 'TLS' in reply.message
             assert reply.http_status == 0
+        # What the diagnostics show of it: the code and the reason, through the link.
+        link = CloudLink(untrusted, BatchDecoder(), table.shape)
+        assert link.poll_once() == 0
+        stats = link.stats()
+        assert stats['get_signal_1000'] == 1 and 'TLS' in stats['last_get_signal']
         assert cloud.van.state()['counts'].get('set_torque_ok', 0) == before
         plain = RemoteCanClient(cloud.url.replace('https://', 'http://'), cloud.van.vin,
                                 read_retries=0)

@@ -226,6 +226,7 @@ class CloudLink:
     def stats(self) -> Dict[str, object]:
         """Return the link's counters, the client's latencies and the decoder's problems."""
         out: Dict[str, object] = dict(self.counts)
+        out.update({f'last_{call}': text for call, text in self.last_reply.items()})
         out.update(self.client.stats())
         out.update({f'batch_{k}': v for k, v in self.decoder.problems.items()})
         if self.source is not None:
