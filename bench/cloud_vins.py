@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tspace_ros'))
 
+from tspace_ros.can.decoder import DecodedFrame  # noqa: E402
 from tspace_ros.can.windowing import WindowBuilder  # noqa: E402
 from tspace_ros.cloud.batches import BatchDecoder  # noqa: E402
 from tspace_ros.cloud.client import RemoteCanClient  # noqa: E402
@@ -43,7 +44,6 @@ def worker(urls, seconds: float) -> dict:
         links.append(link)
         builders.append(WindowBuilder(link.decoder.mapping, task.sample_rate_hz,
                                       task.samples_per_window, f'VAN{i}', 'driver0'))
-    frame_type = type('Frame', (dict,), {'message': 'get_signal'})
     start_cpu = time.process_time()
     for link in links:
         link.start()
@@ -53,7 +53,8 @@ def worker(urls, seconds: float) -> dict:
         time.sleep(0.05)
         for link, builder in zip(links, builders):
             for name, t, value in link.take_samples():
-                windows += len(builder.feed(t, frame_type({name.split('.', 1)[1]: value})))
+                message, signal = name.split('.', 1)
+                windows += len(builder.feed(t, DecodedFrame(message, {signal: value})))
     cpu_s = time.process_time() - start_cpu
     for link in links:
         link.close()

@@ -30,6 +30,19 @@ def spin_until(executor, predicate: Callable[[], bool], timeout_s: float) -> boo
     return True
 
 
+def poll_until(predicate: Callable[[], object], timeout_s: float = 10.0,
+               period_s: float = 0.02):
+    """Call predicate() (no ROS spin) until it returns something true; return it, or fail."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout_s} s')
+        time.sleep(period_s)
+
+
 def spin_for(executor, duration_s: float) -> None:
     """Spin the executor for duration_s (to observe that something does NOT happen)."""
     deadline = time.monotonic() + duration_s

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from ros_test_support import poll_until
 from test_cloud_client import server  # noqa: F401 - the scripted HTTP server fixture
 from test_cloud_contract import _result, BERLIN, NOW_NS, START
 
@@ -31,13 +32,7 @@ def _link(url, **kwargs):
 
 
 def _wait_outcome(link, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        outcome = link.take_outcome()
-        if outcome is not None:
-            return outcome
-        time.sleep(0.01)
-    raise AssertionError('no outcome')
+    return poll_until(link.take_outcome, timeout_s, period_s=0.01)
 
 
 def test_polls_become_samples_for_the_core(server):  # noqa: F811

@@ -7,11 +7,11 @@ come out; objects that are not seconds are counted and skipped, and a bucket
 the link cannot list is a typed reply, never an exception.
 """
 
-import time
-
 import pytest
+from ros_test_support import poll_until
 
 from tspace_ros import servers
+from tspace_ros.can.decoder import DecodedFrame
 from tspace_ros.can.windowing import WindowBuilder
 from tspace_ros.cloud.batches import BatchDecoder
 from tspace_ros.cloud.client import RemoteCanClient
@@ -35,22 +35,12 @@ def s3():
         yield server
 
 
-def _wait(predicate, timeout_s=15.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError('timed out')
-
-
 def test_the_link_reads_the_tboxs_uploads_into_windows(s3):
     fs = s3.filesystem()
     config = CloudSimConfig(real_time_factor=20.0, time_zone='Europe/Berlin',
                             read_latency_s=(0, 0, 0), flash_latency_s=(0, 0, 0))
     with CloudSimServer(config, upload_fs=fs, upload_root='tbox/fleet') as cloud:
-        _wait(lambda: cloud.uploader.uploaded >= 12)
+        poll_until(lambda: cloud.uploader.uploaded >= 12, 15.0)
         source = ObjectBatchSource(fs, 'tbox', 'fleet', cloud.van.vin, max_per_fetch=6)
         # Something that is not a second, among the seconds.
         with fs.open_output_stream(f'tbox/fleet/{cloud.van.vin}/{object_name(1)}') as out:
@@ -64,8 +54,8 @@ def test_the_link_reads_the_tboxs_uploads_into_windows(s3):
         for _ in range(4):
             link.poll_once()
             for name, t, value in link.take_samples():
-                frame = type('F', (dict,), {'message': 'get_signal'})({name.split('.')[1]: value})
-                windows += builder.feed(t, frame)
+                message, signal = name.split('.', 1)
+                windows += builder.feed(t, DecodedFrame(message, {signal: value}))
         assert source.counts['not_json'] == 1
         assert source.counts['seconds_read'] >= 12
         assert len(windows) >= 6

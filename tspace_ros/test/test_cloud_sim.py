@@ -9,11 +9,11 @@ mode off is its own code; the TBox falls back to the default map when the
 bridge goes silent.
 """
 
-import time
-
 import numpy as np
 import pytest
+from ros_test_support import poll_until
 
+from tspace_ros.can.decoder import DecodedFrame
 from tspace_ros.can.transfer import TransferStatus
 from tspace_ros.can.windowing import WindowBuilder
 from tspace_ros.cloud.batches import BatchDecoder
@@ -35,16 +35,6 @@ def _config(**kwargs):
     return CloudSimConfig(**base)
 
 
-def _wait(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError('timed out')
-
-
 @pytest.fixture
 def cloud():
     with CloudSimServer(_config(), token=TOKEN) as server:
@@ -61,15 +51,15 @@ def _link(server, token=TOKEN):
 
 def test_the_cloud_serves_windows_of_the_task(cloud):
     link = _link(cloud)
-    _wait(lambda: cloud.van.state()['seconds'] >= 8)
+    poll_until(lambda: cloud.van.state()['seconds'] >= 8)
     builder = WindowBuilder(link.decoder.mapping, TASK.sample_rate_hz, TASK.samples_per_window,
                             cloud.van.vin, 'driver0')
     windows = []
     for _ in range(3):
-        _wait(link.poll_once)  # new seconds come every 25 ms at 40x
+        poll_until(link.poll_once)  # new seconds come every 25 ms at 40x
         for name, t, value in link.take_samples():
-            frame = type('F', (dict,), {'message': 'get_signal'})({name.split('.')[1]: value})
-            windows += builder.feed(t, frame)
+            message, signal = name.split('.', 1)
+            windows += builder.feed(t, DecodedFrame(message, {signal: value}))
     assert len(windows) >= 2
     window = windows[-1].window
     assert window.signal_names == TASK.signal_names
@@ -88,13 +78,13 @@ def test_a_gated_flash_reaches_the_van_after_its_latency(cloud):
     table[2:5] -= 120.0
     admitted = default.with_torque(table, policy_version=3)
     link.write(admitted, 2, 3, 1, 3)
-    outcome = _wait(link.take_outcome)
+    outcome = poll_until(link.take_outcome)
     assert outcome.status == TransferStatus.ACCEPTED
-    assert _wait(lambda: not cloud.van.state()['on_default_map'], 2.0)
+    assert poll_until(lambda: not cloud.van.state()['on_default_map'], 2.0)
     assert np.allclose(cloud.van.sim.vcu.active_map.torque_nm, table)
     link.restore(TASK.vehicle_default_map(), 2)
-    assert _wait(link.take_outcome).status == TransferStatus.ACCEPTED
-    assert _wait(lambda: cloud.van.state()['on_default_map'], 2.0)
+    assert poll_until(link.take_outcome).status == TransferStatus.ACCEPTED
+    assert poll_until(lambda: cloud.van.state()['on_default_map'], 2.0)
 
 
 def test_the_vcu_refuses_what_it_must_and_a_wrong_token_is_refused(cloud):
@@ -125,9 +115,9 @@ def test_ai_mode_off_failures_and_the_tbox_fallback():
         table = np.array(TASK.default_map.torque_nm)
         table[5] -= 100.0
         assert client.set_torque(table[5:6], 5, table.shape).ok
-        assert _wait(lambda: not server.van.state()['on_default_map'], 2.0)
+        assert poll_until(lambda: not server.van.state()['on_default_map'], 2.0)
         # Silence: no request for tbox_timeout_s -> the van is back on its default map.
-        assert _wait(lambda: server.van.state()['on_default_map'], 5.0)
+        assert poll_until(lambda: server.van.state()['on_default_map'], 5.0)
         assert server.van.state()['counts']['tbox_fallback'] == 1
 
 

@@ -15,6 +15,7 @@ import time
 from hypothesis import given, settings, strategies as st
 import paho.mqtt.client as mqtt
 import pytest
+from ros_test_support import poll_until
 
 from tspace_ros import servers
 from tspace_ros.episodes.control import CONFIGURE, END_VALID, START
@@ -30,16 +31,6 @@ def _need_broker():
         servers.find_mosquitto()
     except servers.ServerUnavailable as error:
         pytest.skip(str(error))
-
-
-def _wait(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError('timed out')
 
 
 def _publisher(broker):
@@ -76,8 +67,8 @@ def test_codes_arrive_configure_is_answered_and_a_stale_command_is_cleared(broke
     publisher.subscribe(f'{TOPIC}/ready', qos=1)
     listener = _listener(broker)
     try:
-        _wait(lambda: listener.connected)
-        _wait(lambda: listener.counts['stale_retained'])
+        poll_until(lambda: listener.connected)
+        poll_until(lambda: listener.counts['stale_retained'])
         _send(publisher, {'code': CONFIGURE, 'vin': VIN, 'seq': 1})
         assert ready.get(timeout=10) == {'vin': VIN, 'is_ready': True}
         _send(publisher, {'code': START, 'seq': 2})
@@ -87,8 +78,8 @@ def test_codes_arrive_configure_is_answered_and_a_stale_command_is_cleared(broke
         _send(publisher, b'x' * 5000)                            # oversized
         _send(publisher, b'{"code": 9}')
         _send(publisher, {'code': '2', 'seq': 3})
-        _wait(lambda: listener.counts['accepted'] == 3)
-        _wait(lambda: sum(listener.counts[r] for r in REASONS) >= 6)
+        poll_until(lambda: listener.counts['accepted'] == 3)
+        poll_until(lambda: sum(listener.counts[r] for r in REASONS) >= 6)
         assert listener.poll() == [CONFIGURE, START, END_VALID] and listener.poll() == []
         for reason in ('stale_retained', 'duplicate', 'other_vin', 'too_large', 'unknown_code'):
             assert listener.counts[reason] >= 1, reason
@@ -100,7 +91,7 @@ def test_codes_arrive_configure_is_answered_and_a_stale_command_is_cleared(broke
                                  username=broker.username, password=broker.password,
                                  client_id='hmi-second')
         try:
-            _wait(lambda: second.connected)
+            poll_until(lambda: second.connected)
             time.sleep(0.3)
             assert second.counts['stale_retained'] == 0 and second.poll() == []
         finally:
@@ -116,7 +107,7 @@ def test_a_wrong_password_is_seen_not_a_crash(broker):
                                username=broker.username, password='wrong',
                                client_id='hmi-wrong')
     try:
-        _wait(lambda: listener.counts['connect_refused'])
+        poll_until(lambda: listener.counts['connect_refused'])
         assert not listener.connected and 'refused' in listener.diagnostics()[
             'hmi_mqtt_last_problem']
         assert listener.poll() == []
@@ -130,11 +121,11 @@ def test_the_listener_reconnects_after_the_broker_restarts():
         port, username, password = first.port, first.username, first.password
         listener = HmiMqttListener(first.host, port, VIN, DRIVER, username=username,
                                    password=password, client_id='hmi-reconnect')
-        _wait(lambda: listener.connected)
+        poll_until(lambda: listener.connected)
     try:
-        _wait(lambda: not listener.connected)
+        poll_until(lambda: not listener.connected)
         with servers.MqttBroker(username=username, password=password, port=port):
-            _wait(lambda: listener.connected, 40.0)
+            poll_until(lambda: listener.connected, 40.0)
             assert listener.counts['connects'] >= 2
     finally:
         listener.close()

@@ -204,10 +204,14 @@ class BatchDecoder:
                 max(self.newest_ns, second_ns)
             batch.seconds += 1
         batch.samples = [(t, DecodedFrame(MESSAGE, merged[t])) for t in sorted(merged)]
-        batch.fill_ratio = {s.name: (self.received[s.name] / self.nominal[s.name]
-                                     if self.nominal[s.name] else 0.0)
-                            for s in self.mapping.signals}
+        batch.fill_ratio = self.fill_ratio()
         return batch
+
+    def fill_ratio(self) -> Dict[str, float]:
+        """Return the samples received over nominal, per signal, so far (0 before any)."""
+        return {s.name: (self.received[s.name] / self.nominal[s.name]
+                         if self.nominal[s.name] else 0.0)
+                for s in self.mapping.signals}
 
     def _take_second(self, batch: DecodedBatch, lists: Mapping[MappedSignal, list],
                      index: int, second_ns: int, merged: Dict[int, Dict[str, float]]) -> None:

@@ -231,16 +231,10 @@ class CloudLink:
         out.update({f'batch_{k}': v for k, v in self.decoder.problems.items()})
         if self.source is not None:
             out.update(self.source.stats())
-        out.update({f'fill_{k}': round(v, 3) for k, v in self.decoder_fill().items()})
+        out.update({f'fill_{k}': round(v, 3) for k, v in self.decoder.fill_ratio().items()})
         if self.last_batch_ns:
             out['data_age_s'] = round(self._wall() - self.last_batch_ns / 1e9, 3)
         return out
-
-    def decoder_fill(self) -> Dict[str, float]:
-        """Return the fill ratio per signal so far (samples received / nominal)."""
-        d = self.decoder
-        return {s.name: (d.received[s.name] / d.nominal[s.name] if d.nominal[s.name] else 0.0)
-                for s in d.mapping.signals}
 
     def close(self) -> None:
         """Stop polling; wait for a write in flight to end (its outcome is kept)."""
