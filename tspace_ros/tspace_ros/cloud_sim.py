@@ -276,12 +276,11 @@ def main(argv=None) -> int:
             start_utc=datetime.datetime.now(datetime.timezone.utc))
         upload_fs, upload_root = None, ''
         if args.s3_uri:
-            from tspace_ros.storage import PoolConfig, StorageError
-            from tspace_ros.storage.s3_pool import s3_filesystem, split_root
+            from tspace_ros.storage import StorageError
+            from tspace_ros.storage.s3_pool import s3_folder
             try:
-                upload_fs = s3_filesystem(PoolConfig(root=args.s3_uri,
-                                                     s3_endpoint=args.s3_endpoint))
-                upload_root = '/'.join(p for p in split_root(args.s3_uri) if p)
+                upload_fs, bucket, prefix = s3_folder(args.s3_uri, args.s3_endpoint)
+                upload_root = '/'.join(p for p in (bucket, prefix) if p)
             except StorageError as error:
                 raise ValueError(str(error)) from None
         server = CloudSimServer(config, token, args.cert, args.key, args.port, upload_fs,

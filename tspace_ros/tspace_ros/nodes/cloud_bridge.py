@@ -148,16 +148,11 @@ class CloudBridge(VehicleBridgeNode):
         if p('signal_source') != 'object_storage':
             raise ConfigureFailure(f'signal_source must be get_signal or object_storage, got '
                                    f'{p("signal_source")!r}')
-        from tspace_ros.storage import PoolConfig, StorageError
-        from tspace_ros.storage.s3_pool import is_s3_root, s3_filesystem, split_root
-        if not is_s3_root(p('object_storage_uri')):
-            raise ConfigureFailure(f'object_storage_uri must be s3://bucket/prefix, got '
-                                   f'{p("object_storage_uri")!r}')
+        from tspace_ros.storage import StorageError
+        from tspace_ros.storage.s3_pool import s3_folder
         try:
-            bucket, prefix = split_root(p('object_storage_uri'))
-            filesystem = s3_filesystem(PoolConfig(
-                root=p('object_storage_uri'), s3_endpoint=p('s3_endpoint'),
-                s3_credentials_file=p('s3_credentials_file')))
+            filesystem, bucket, prefix = s3_folder(
+                p('object_storage_uri'), p('s3_endpoint'), p('s3_credentials_file'))
         except StorageError as error:
             raise ConfigureFailure(f'object_storage_uri: {error}') from None
         return ObjectBatchSource(filesystem, bucket, prefix, vin)

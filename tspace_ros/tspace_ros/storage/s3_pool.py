@@ -124,6 +124,16 @@ def s3_filesystem(config: PoolConfig) -> pafs.S3FileSystem:
                              connect_timeout=5, request_timeout=30, **options)
 
 
+def s3_folder(uri: str, endpoint: str = '',
+              credentials_file: str = '') -> Tuple[pafs.S3FileSystem, str, str]:
+    """Return (filesystem, bucket, prefix) of ``s3://bucket/prefix``; StorageError if wrong."""
+    if not is_s3_root(uri):
+        raise StorageError(f'expected s3://<bucket>/<prefix>, got {uri!r}')
+    bucket, prefix = split_root(uri)
+    return s3_filesystem(PoolConfig(root=uri, s3_endpoint=endpoint,
+                                    s3_credentials_file=credentials_file)), bucket, prefix
+
+
 class _S3LogStream:
     """A log segment on S3: one object per write (schema frame + batch frame)."""
 
