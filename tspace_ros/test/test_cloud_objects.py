@@ -7,6 +7,9 @@ come out; objects that are not seconds are counted and skipped, and a bucket
 the link cannot list is a typed reply, never an exception.
 """
 
+import json
+
+from hypothesis import given, HealthCheck, settings, strategies as st
 import pytest
 from ros_test_support import poll_until
 
@@ -77,3 +80,32 @@ def test_a_bucket_the_link_cannot_reach_is_a_typed_reply(s3):
                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
     reply = ObjectBatchSource(wrong, 'tbox', 'fleet', 'VIN1').fetch()
     assert reply.code == RemoteCode.NO_OBJECT_STORAGE_LINK and 'object storage' in reply.message
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.one_of(
+    st.binary(max_size=400),
+    st.dictionaries(st.sampled_from(['timestamp', 'list_speed_1s', 'list_voltage_1s', 'x']),
+                    st.one_of(st.none(), st.text(max_size=14), st.integers(),
+                              st.lists(st.one_of(st.text(max_size=6), st.floats()), max_size=5)),
+                    max_size=4).map(lambda d: json.dumps(d).encode())))
+def test_property_any_object_is_a_second_or_counted_never_a_crash(tmp_path, payload):
+    # Any object in the vehicle's folder: the source never raises; it is read as a second
+    # or counted under a reason, and the decoder downstream never raises either.
+    from pyarrow import fs as pafs
+    folder = tmp_path / 'bucket' / 'fleet' / 'VIN-P'
+    folder.mkdir(parents=True, exist_ok=True)
+    name = object_name(len(list(folder.iterdir())) * 10 ** 9 + 10 ** 18)
+    (folder / name).write_bytes(payload)
+    source = ObjectBatchSource(pafs.LocalFileSystem(), str(tmp_path / 'bucket'), 'fleet',
+                               'VIN-P')
+    source.last_name = ''
+    before = sum(source.counts.values())
+    reply = source.fetch()
+    if reply.ok:
+        assert len(reply.result['timestamps']) >= 1
+        BatchDecoder().decode(reply.result, 4 * 10 ** 18)
+    else:
+        assert reply.code == RemoteCode.NOT_ENOUGH_DATA
+        assert sum(source.counts.values()) > before
