@@ -44,6 +44,8 @@ setup(
         ('share/' + PACKAGE + '/config/storage', glob('config/storage/*.yaml')),
         ('share/' + PACKAGE + '/config/sites', glob('config/sites/*.yaml')),
         ('share/' + PACKAGE + '/config/drivers', glob('config/drivers/*.yaml')),
+        ('share/' + PACKAGE + '/config/cloud', glob('config/cloud/*.yaml')),
+        ('share/' + PACKAGE + '/config/links', glob('config/links/*.yaml')),
         ('share/' + PACKAGE + '/config/dbc', glob('config/dbc/*.dbc') + glob('config/dbc/*.a2l')),
     ],
     install_requires=['setuptools'],

@@ -81,15 +81,16 @@ def _chosen(argument, *default):
     return PythonExpression(["'", _arg(argument), "' or '", config, '/', *default, "'"])
 
 
-def _parameter_files():
+def _parameter_files(link):
     """
     Return the parameter files, layered in this order (later files win).
 
-    The suite's, the vehicle's, the agent's, the storage's, the site's, the driver's;
-    launch arguments win over all files.
+    The suite's, the link's (config/links/<link>.yaml), the vehicle's, the agent's, the
+    storage's, the site's, the driver's; launch arguments win over all files.
     """
     config = PathJoinSubstitution([FindPackageShare('tspace_ros'), 'config'])
     return [_chosen('params_file', 'sim_suite.yaml'),
+            PythonExpression(["'", config, "/links/' + '", link, "' + '.yaml'"]),
             _chosen('vehicle_config', 'vehicles/sim_van_suite.yaml'),
             _chosen('agent_config', 'agents/', _arg('algorithm'), '.yaml'),
             _chosen('storage_config', 'storage/', _arg('storage_backend'), '.yaml'),
@@ -109,7 +110,7 @@ def suite_description(simulate: bool, link: str = 'can') -> LaunchDescription:
         arguments['link'] = (link, VEHICLE_ARGUMENTS['link'][1])
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
-    files = _parameter_files()
+    files = _parameter_files('can' if simulate else _arg('link'))
     clock = {'use_sim_time': simulate}
     namespace = _arg('namespace')
     training = PythonExpression(["'", _arg('mode'), "' == 'train'"])
@@ -189,8 +190,8 @@ def fleet_description() -> LaunchDescription:
     }
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in arguments.items()]
-    suite_files = _parameter_files()  # the fleet has no vehicle or driver of its own
-    files = [suite_files[0], suite_files[2], suite_files[3], suite_files[4]]
+    suite_files = _parameter_files('can')  # the fleet has no link, vehicle or driver
+    files = [suite_files[0], suite_files[3], suite_files[4], suite_files[5]]
     clock = {'use_sim_time': PythonExpression(["'", _arg('use_sim_time'), "'", YES])}
     nodes = [LifecycleNode(
         package='tspace_ros', executable=name, name=name, namespace=_arg('fleet'),

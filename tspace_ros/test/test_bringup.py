@@ -83,6 +83,52 @@ def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
     assert 'default map restored' in logs
 
 
+def test_the_main_job_runs_the_loop_over_the_simulated_cloud(tmp_path):
+    """--link cloud: HTTPS with a token, the HMI over MQTT/TLS, the van's clock on /clock."""
+    result = subprocess.run(
+        [sys.executable, '-m', 'tspace_ros.bringup', '--link', 'cloud', '--episodes', '1',
+         '--lap-s', '150', '--out', str(tmp_path), '--no-progress',
+         '-p', 'trainer.min_samples=3', '-p', 'trainer.batch_size=4'],
+        capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (run_dir / 'summary.json').is_file(), output[-3000:]
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    episodes = json.loads((run_dir / 'episodes.json').read_text())
+    assert result.returncode == (0 if summary['learned_uses_less_energy'] and
+                                 summary['tracking_within_bound'] else 3), output[-3000:]
+    assert 'HTTPS, token' in result.stdout and 'MQTT/TLS' in result.stdout
+    assert [e['kind'] for e in episodes] == ['train', 'eval']
+    default = summary['default']
+    for episode in episodes:
+        # Each lap is measured on the van exactly: it parks at the lap's end.
+        assert episode['distance_km'] == pytest.approx(default['distance_km'], rel=0.03)
+        assert episode['speed_error_rms_kph'] < summary['speed_error_bound_kph']
+        assert episode['steps'] >= 3, episodes
+    # Elastic steps over seconds-long flashes (3 s, then a read of 2.5 s to see the new
+    # map): steps of 10-30 s of driving, most of them ended by their flash, not timed out
+    # (with the CAN link's bound of 3 windows nearly all would be).
+    assert sum(e['timed_out_steps'] for e in episodes) * 2 <= \
+        sum(e['steps'] for e in episodes), episodes
+    # The trainer trained on the first lap; the evaluation ran its policy.
+    assert episodes[1]['policy_version'] > 0, output[-3000:]
+    flashes = summary['flashes']
+    assert flashes['protocol'] == 'cloud' and flashes['acknowledged'] >= 4
+    link, van = flashes['cloud']['link'], flashes['cloud']['van']
+    # Every set_torque the bridge sent, the van answered, once (never retried); one may
+    # still be on its way when the figures are taken.
+    sent = sum(v for k, v in link.items() if k.startswith('set_torque_code_'))
+    answered = sum(v for k, v in van.items() if k.startswith('set_torque_'))
+    assert answered - 1 <= sent <= answered, (link, van)
+    assert sent - 1 <= flashes['acknowledged'] + flashes['failed'] <= sent, flashes
+    assert link['get_signal_code_0'] > 20 and link.get('seconds_missed', 0) <= 10, link
+    # The servers (their logs copied) are gone; the secrets were never in the run.
+    assert (run_dir / 'logs' / 'mqtt_mqtt.log').is_file()
+    everything = ''.join(p.read_text(errors='replace') for p in run_dir.rglob('*')
+                         if p.is_file() and p.suffix in ('.json', '.log', '.yaml'))
+    assert 'BEGIN PRIVATE KEY' not in everything and 'aws_secret_access_key' not in everything
+
+
 def test_the_suite_shuts_down_cleanly_on_sigterm(tmp_path):
     log_path = tmp_path / 'suite.log'
     with open(log_path, 'w') as log:
@@ -118,6 +164,12 @@ def test_bringup_rejects_nonsense_arguments(capsys):
     assert '--episodes must be >= 1' in capsys.readouterr().err
     assert bringup.main(['--out', '/tmp/tspace-bad', '-p', 'agent']) == 2
     assert 'expected NODE.NAME=VALUE' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bringup.main(['--link', 'cloud', '--flash-protocol', 'xcp'])
+    assert '--flash-protocol is for --link can' in capsys.readouterr().err
+    assert bringup.parse_args(['--link', 'cloud']).real_time_factor == \
+        bringup.CLOUD_REAL_TIME_FACTOR
+    assert bringup.parse_args([]).real_time_factor == bringup.REAL_TIME_FACTOR
 
 
 def wait_for(predicate, timeout_s: float) -> bool:

@@ -99,3 +99,83 @@ def test_every_failed_flash_is_a_typed_outcome_sent_once(server, reply, status):
     assert len(script.requests) == 1
     counted = {k: v for k, v in link.counts.items() if k.startswith('set_torque_')}
     assert sum(counted.values()) == 1 and f'set_torque_{int(RemoteCode.OK)}' not in counted
+
+
+def test_a_refused_flash_keeps_the_map_the_vehicle_had(server):  # noqa: F811
+    """2001 (A/B switch failed): the cloud says the vehicle kept its map; no revert."""
+    from tspace_ros.bridge.core import BridgeCore, BridgeSettings, FlashError, FlashResult, Now
+    from tspace_ros.can.windowing import WindowBuilder
+    from tspace_ros.torque_map import apply_action
+    url, script = server
+    script.replies = [(200, {'success': True, 'result': {}}, 0),
+                      (200, {'success': False, 'reason': {'why': {'code': 2001}}}, 0)]
+    link = _link(url)
+    core = BridgeCore(DEFAULT, TASK.safety_gate(link.resolution_nm), WindowBuilder(), link,
+                      settings=BridgeSettings(vehicle_id=TASK.vehicle_id, driver_id='d',
+                                              watchdog_timeout_s=0.0),
+                      send=lambda frames: None)
+    now = Now(NOW_NS, time.time())
+    core.start(now)
+    results = []
+
+    def settle():
+        core.check_flash(Now(NOW_NS, time.time()))
+        results.extend(core.take_outputs().flashes)
+        return results
+
+    for version, value in ((1, -0.5), (2, -0.9)):
+        proposed = apply_action(DEFAULT, DEFAULT, np.full((2, DEFAULT.shape[1]), value), 3,
+                                policy_version=version)
+        assert not isinstance(core.flash(proposed, 3, 2, now), FlashResult)
+        count = len(results)
+        assert poll_until(lambda: len(settle()) > count, 5.0)
+        if version == 1:
+            first = core.active_map
+    assert results[0].success and results[1].error == FlashError.REFUSED_BY_VCU
+    assert core.active_map is first and not core.active_is_default
+    assert not core.map_in_doubt
+
+
+class _VanClient:
+    """The TBox's answers without HTTP: a van run 160x faster than the wall."""
+
+    timeout_s = flash_timeout_s = 1.0
+
+    def __init__(self, van, vin):
+        self.van, self.vin, self.asked = van, vin, []
+
+    def get_signal(self, seconds):
+        import json
+        from tspace_ros.cloud.remote_can import get_signal_body, parse_reply
+        self.asked.append(seconds)
+        time.sleep(0.05)   # the read takes 8 s of the van's driving
+        answer = self.van.get_signal(json.loads(get_signal_body(self.vin, seconds)),
+                                     time.time())
+        return parse_reply(200, json.dumps(answer).encode())
+
+    def stats(self):
+        return {}
+
+
+@pytest.mark.parametrize('catch_up', [True, False])
+def test_slow_reads_ask_for_the_seconds_missed(catch_up):
+    """A read slower than the seconds asked for would lose data; the link asks for more."""
+    from tspace_ros.vehicle.tbox import CloudSimConfig, TelematicsVan
+    van = TelematicsVan(CloudSimConfig(real_time_factor=160.0, time_zone=BERLIN,
+                                       read_latency_s=(0, 0, 0), seed=3), time.time())
+    client = _VanClient(van, van.vin)
+    link = CloudLink(client, BatchDecoder(time_zone=BERLIN, max_clock_skew_s=30),
+                     DEFAULT.shape, signal_duration_s=4,
+                     max_signal_duration_s=30 if catch_up else 4,
+                     wall=van.true_time_s)
+    for _ in range(5):     # the link learns the vehicle's pace
+        link.poll_once()
+    missed_before = link.counts['seconds_missed']
+    for _ in range(15):
+        link.poll_once()
+    missed = link.counts['seconds_missed'] - missed_before
+    if catch_up:
+        assert missed == 0 and max(client.asked[5:]) > 4, client.asked
+        assert link.counts['catch_up_reads'] >= 15
+    else:   # 4 s asked per 8 s driven: half of the seconds never come
+        assert missed > 15 * 2, client.asked

@@ -125,3 +125,89 @@ def test_the_command_refuses_bad_options(capsys):
     assert main(['--time-zone', 'Mars/Base']) == 2
     assert 'cloud_sim' in capsys.readouterr().err
     assert main(['--token-env', 'TSPACE_NO_SUCH_TOKEN']) == 2
+
+
+# ---- the van of the main job over the cloud: its own time, parking, profiles ---------------
+
+def _van(parked=False, **kwargs):
+    from tspace_ros.vehicle.tbox import TelematicsVan
+    return TelematicsVan(_config(**kwargs), 1000.0, parked=parked)
+
+
+def test_durations_in_vehicle_time_shrink_on_the_wall_with_the_real_time_factor():
+    wall = _van(flash_latency_s=(3.0, 0.0, 30.0), read_latency_s=(2.5, 0.0, 10.0))
+    van = _van(flash_latency_s=(3.0, 0.0, 30.0), read_latency_s=(2.5, 0.0, 10.0),
+               durations_in_vehicle_time=True)
+    assert wall.latency('flash') == pytest.approx(3.0)
+    assert van.latency('flash') == pytest.approx(3.0 / 40.0)   # 3 s of driving at 40x
+    assert van.latency('read') == pytest.approx(2.5 / 40.0)
+    # The TBox's fallback (30 s without a request) is 30 s of driving too: 0.75 s of wall.
+    table = np.array(TASK.default_map.torque_nm)
+    table[5] -= 100.0
+    body = {'vin': van.vin, 'torque': table[5:6].tolist(), 'start_line': 5, 'abswitch': True}
+    assert van.set_torque(body, 1000.0)['success']
+    van.advance(1000.01)
+    assert not van.state()['on_default_map']
+    van.advance(1000.5)                    # 20 s of driving: not yet
+    assert not van.state()['on_default_map']
+    van.advance(1000.8)                    # 32 s of driving without a request
+    assert van.state()['on_default_map'] and van.counts['tbox_fallback'] == 1
+
+
+def test_a_parked_van_stops_its_clock_and_its_pending_flash_and_drives_on():
+    van = _van(parked=True)
+    van.advance(1010.0)
+    assert van.paused and van.sim.t_s == 0.0   # parked from the start: nothing driven
+    van.resume(1010.0)
+    van.advance(1011.0)
+    assert van.sim.t_s == pytest.approx(40.0, abs=0.5)
+    table = np.array(TASK.default_map.torque_nm)
+    table[4] -= 50.0
+    body = {'vin': van.vin, 'torque': table[4:5].tolist(), 'start_line': 4, 'abswitch': True}
+    assert van.set_torque(body, 1011.0, latency_s=0.5)['success']
+    van.pause(1011.2)
+    van.advance(1020.0)                    # parked: no driving, the flash waits as well
+    assert van.sim.t_s == pytest.approx(48.0, abs=0.5) and van.pending_flash is not None
+    assert van.true_time_s() == pytest.approx(van.vehicle_time_s())   # no skew configured
+    van.resume(1030.0)
+    van.advance(1030.2)                    # 0.2 s left of the flash's 0.5 s: not yet
+    assert van.pending_flash is not None
+    van.advance(1030.4)
+    assert van.pending_flash is None and van.sim.vcu.active_map.torque_nm[4, 3] == \
+        pytest.approx(table[4, 3])
+    assert van.sim.t_s == pytest.approx(48.0 + 0.4 * 40, abs=0.5)
+
+
+def test_a_van_reads_its_odometer_exactly_at_the_end_of_its_lap():
+    van = _van()
+    van.mark(30.0)
+    van.advance(1000.5)
+    assert van.sim.t_s == pytest.approx(20.0, abs=0.5) and van.odometer_at(30.0) is None
+    van.advance(1005.0)                    # 200 s driven: the reading is the one at 30 s
+    lap = van.sim.between(van.odometer_at(0.0), van.odometer_at(30.0))
+    assert lap['duration_s'] == pytest.approx(30.0)
+    assert van.sim.between(van.odometer_at(0.0), van.sim.odometer())['duration_s'] == \
+        pytest.approx(van.sim.t_s)
+    with pytest.raises(ValueError, match='past the mark'):
+        van.mark(100.0)
+
+
+def test_cloud_profiles_are_read_and_checked(tmp_path):
+    from tspace_ros.vehicle.tbox import cloud_profile, TelematicsVan
+    measured = cloud_profile('tspace_measured')
+    assert measured['flash_success'] == 0.75 and measured['flash_latency_s'][0] == 3.0
+    TelematicsVan(CloudSimConfig(**measured), 0.0)   # a shipped profile is a valid van
+    with pytest.raises(ValueError, match='no cloud profile'):
+        cloud_profile('no_such_profile')
+    bad = tmp_path / 'profiles.yaml'
+    for text, match in (('p: {warp_drive: 1}\n', 'unknown field'),
+                        ("p: {read_latency_s: [1, 'a', 2]}\n", 'must be numbers'),
+                        ('p: {read_latency_s: [1, 2]}\n', r'\[median, sigma, max\]'),
+                        ('p: {read_success: {a: 1}}\n', 'wrong kind'),
+                        ('p: [1, 2]\n', 'no cloud profile')):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            cloud_profile('p', bad)
+    bad.write_text('p: {flash_success: 1.5}\n')
+    with pytest.raises(ValueError, match=r'flash_success must be in \[0, 1\]'):
+        TelematicsVan(CloudSimConfig(**cloud_profile('p', bad)), 0.0)

@@ -67,7 +67,7 @@ def test_every_launched_node_is_respawned():
     assert ast.literal_eval(assign.value) == {'respawn': True, 'respawn_delay': 2.0}
 
 
-LAYERS = sorted(p for folder in ('agents', 'storage', 'sites', 'drivers')
+LAYERS = sorted(p for folder in ('agents', 'storage', 'sites', 'drivers', 'links')
                 for p in (PACKAGE_DIR / 'config' / folder).glob('*.yaml')) + \
     sorted((PACKAGE_DIR / 'config' / 'vehicles').glob('*_suite.yaml'))
 
@@ -97,6 +97,38 @@ def test_every_key_of_every_layered_parameter_file_is_a_declared_parameter(tmp_p
             assert bridge.parameters_valid(), cloud
         finally:
             bridge.destroy_node()
+    finally:
+        suite.close()
+        rclpy.try_shutdown()
+
+
+def test_the_cloud_link_runs_the_cloud_bridge_with_its_layer_under_later_files(tmp_path):
+    from tspace_ros.suite import link_params_path, SuiteConfigError
+    with pytest.raises(SuiteConfigError, match='simulate=False'):
+        Suite('CLOUD_CHECK', link='cloud')
+    with pytest.raises(SuiteConfigError, match='link must be one of'):
+        Suite('CLOUD_CHECK', link='carrier_pigeon', simulate=False)
+    layer = load_node_parameters(link_params_path('cloud'))
+    later = tmp_path / 'later.yaml'
+    later.write_text(yaml.safe_dump({'/**/cloud_bridge': {'ros__parameters': {
+        'signal_duration_s': 6}}}))
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    suite = Suite('CLOUD_CHECK', [SUITE_PARAMS, later], link='cloud', simulate=False,
+                  overrides={'storage': {'root': str(tmp_path / 'pool')}})
+    try:
+        assert suite.bridge_name == 'cloud_bridge'
+        assert 'cloud_bridge' in suite.nodes and 'can_bridge' not in suite.nodes
+        assert 'vehicle_sim' not in suite.nodes
+        # The link's layer (elastic steps over the cloud) over the suite's file...
+        assert suite['cruncher'].get_parameter('max_step_windows').value == \
+            layer['cruncher']['max_step_windows'] != \
+            load_node_parameters(SUITE_PARAMS)['cruncher']['max_step_windows']
+        # ... under the files after it.
+        assert suite['cloud_bridge'].get_parameter('signal_duration_s').value == 6
+        names = suite.manager.node_names
+        assert names.index('cloud_bridge') < names.index('cruncher') < names.index('agent')
+        for node in suite.nodes.values():
+            assert node.parameters_valid()
     finally:
         suite.close()
         rclpy.try_shutdown()

@@ -21,6 +21,18 @@ checkpoints and TensorBoard logs, the final torque map (YAML), ``report.png``
 default and learned maps side by side), ``episodes.json`` and ``summary.json``,
 and the nodes' logs. Done when the learned map uses less energy per km than
 the default map while the speed trace is still followed within the bound.
+
+With ``--link cloud`` the van is behind a telematics cloud instead of on a CAN
+bus: the job starts the simulated cloud (``cloud_world.CloudWorld``: tspace's
+RemoteCAN on HTTPS with a token, the HMI on an MQTT broker over TLS, optionally
+the TBox's uploads on an S3 server), runs the suite with the cloud bridge, and
+publishes the van's clock on ``/clock``; episodes begin and end through the
+remote HMI, as a driver's would. The cloud's latencies and failures
+(``--cloud-profile``, ``config/cloud/profiles.yaml``) are in the van's seconds:
+tspace's 3.2 s flash takes 3.2 s of driving at any real-time factor. A flash
+in flight is waited for (the agent acts again only once it is acknowledged or
+failed), so each step is as long as the flash takes, and a failed flash is a
+step marked not applied.
 """
 
 import argparse
@@ -52,14 +64,26 @@ def parse_args(argv):
     parser.add_argument('--lap-s', type=float, default=0.0,
                         help='drive only the first this many seconds of the cycle, as one '
                         'lap per episode (default: the whole cycle)')
-    parser.add_argument('--real-time-factor', type=float, default=40.0,
+    parser.add_argument('--real-time-factor', type=float, default=None,
                         help='simulated seconds per wall second asked of the van (default '
-                        '40; training and the agent share the CPU, so it may reach less)')
+                        '40, or 10 with --link cloud; training and the agent share the CPU, '
+                        'so it may reach less)')
     parser.add_argument('--seed', type=int, default=0, help='seed of weights and noise')
     parser.add_argument('--flash-protocol', choices=('transfer', 'xcp'), default=None,
                         help="how maps reach the van's VCU: transfer (MapSegment/MapCommit/"
                         'MapAck) or xcp (XCP calibration through pyxcp); default: '
                         'can_bridge.flash_protocol of config/sim_suite.yaml')
+    parser.add_argument('--link', choices=('can', 'cloud'), default='can',
+                        help='how the suite reaches the van: can (its CAN bus) or cloud '
+                        "(tspace's RemoteCAN through a simulated telematics cloud: HTTPS, MQTT; "
+                        'the job starts and stops the servers; default can)')
+    parser.add_argument('--cloud-profile', default='tspace_measured',
+                        help='link cloud: latencies and failures of the cloud, a profile of '
+                        "config/cloud/profiles.yaml (default tspace_measured: tspace's vans)")
+    parser.add_argument('--cloud-signals', choices=('get_signal', 'object_storage'),
+                        default='get_signal',
+                        help="link cloud: signals polled with get_signal, or the TBox's "
+                        'one-second uploads read from an S3 server (default get_signal)')
     parser.add_argument('--out', type=pathlib.Path, default=pathlib.Path('runs'),
                         help='directory under which a run directory is created')
     parser.add_argument('--timeout-s', type=float, default=3600.0,
@@ -73,22 +97,111 @@ def parse_args(argv):
                         help='override a node parameter of config/sim_suite.yaml, e.g. '
                         '-p trainer.min_samples=200 (the value is read as YAML)')
     args = parser.parse_args(argv)
+    if args.real_time_factor is None:
+        # Over the cloud each call crosses HTTP, TLS and threads in this one process: about
+        # 0.1-0.2 s of wall each on two cores, which at 40x would be 4-8 s of driving on
+        # top of the cloud's own latencies (and steps would time out); at 10x it is 1-2 s.
+        args.real_time_factor = CLOUD_REAL_TIME_FACTOR if args.link == 'cloud' else \
+            REAL_TIME_FACTOR
     if args.episodes < 1 or args.timeout_s <= 0 or args.real_time_factor <= 0 or \
             args.lap_s < 0:
         parser.error('--episodes must be >= 1, --timeout-s and --real-time-factor '
                      'positive, --lap-s >= 0')
+    if args.link == 'cloud' and args.flash_protocol:
+        parser.error('--flash-protocol is for --link can (the cloud flashes with set_torque)')
     return args
+
+
+REAL_TIME_FACTOR = 40.0
+CLOUD_REAL_TIME_FACTOR = 10.0
 
 
 class JobError(RuntimeError):
     """The run cannot go on (a node failed, a deadline passed)."""
 
 
+class SimVan:
+    """The van of the CAN link: the suite's vehicle_sim node (its clock is /clock)."""
+
+    def __init__(self, suite):
+        """Take the suite that holds the vehicle_sim node."""
+        self.suite = suite
+
+    @property
+    def sim(self):
+        """Return the van's VehicleSimulation (odometer, figures)."""
+        return self.suite['vehicle_sim'].vehicle.sim
+
+    def park(self) -> None:
+        """Stop the van (its clock stops) while the trainer works."""
+        from lifecycle_msgs.msg import Transition
+        self.suite.vehicle_transition(Transition.TRANSITION_DEACTIVATE)
+
+    def drive(self) -> None:
+        """Drive on."""
+        from lifecycle_msgs.msg import Transition
+        self.suite.vehicle_transition(Transition.TRANSITION_ACTIVATE)
+
+    def begin_lap(self, lap_end_s: float) -> None:
+        """Do nothing: vehicle_sim runs its lap (cycle_end_s) and the job parks it."""
+
+    def measure(self, job, odometer_start, lap_start_s, lap_end_s, deadline) -> dict:
+        """Return the van's figures from odometer_start until now (it is parked)."""
+        return self.sim.between(odometer_start, self.sim.odometer())
+
+
+class CloudVan:
+    """The van behind the cloud: the cloud world's TelematicsVan; the job publishes its clock."""
+
+    def __init__(self, world):
+        """Take the started CloudWorld; park its van until the suite is up (as vehicle_sim)."""
+        self.world = world
+        self.park()
+
+    @property
+    def sim(self):
+        """Return the van's VehicleSimulation (odometer, figures)."""
+        return self.world.van.sim
+
+    def park(self) -> None:
+        """Park the van (its clock stops) while the trainer works."""
+        self.world.van.pause(time.time())
+
+    def drive(self) -> None:
+        """Drive on."""
+        self.world.van.resume(time.time())
+
+    def begin_lap(self, lap_end_s: float) -> None:
+        """Have the van read its odometer at the lap's end (laps measured exactly)."""
+        self.world.van.mark(lap_end_s)
+
+    def measure(self, job, odometer_start, lap_start_s, lap_end_s, deadline) -> dict:
+        """Return the van's figures over the lap, from mark to mark (it drove past it)."""
+        van = self.world.van
+        if van.odometer_at(lap_end_s) is None:   # parked just before the lap's end
+            self.drive()
+            job.wait(lambda: van.odometer_at(lap_end_s) is not None, deadline,
+                     f'the van to reach the end of the lap at {lap_end_s:g} s')
+            self.park()
+        return self.sim.between(van.odometer_at(lap_start_s), van.odometer_at(lap_end_s))
+
+    def clock_ns(self) -> int:
+        """Return the van's true time (UTC ns): the simulated world's /clock."""
+        self.world.van.advance(time.time())
+        return round(self.world.van.true_time_s() * 1e9)
+
+
 class Driver:
     """The job's own node: the van's clock, the HMI (episode_control) and what it reports."""
 
-    def __init__(self, suite, start_ns: int):
-        """Create the node in the vehicle's namespace, in the suite's executor."""
+    def __init__(self, suite, start_ns: int, cloud: 'CloudVan' = None,
+                 clock_period_s: float = 0.0125):
+        """
+        Create the node in the vehicle's namespace, in the suite's executor.
+
+        cloud: the van behind the cloud: the node publishes its clock on /clock every
+        clock_period_s (wall), and episode commands go through the remote HMI (MQTT).
+        """
         from rosgraph_msgs.msg import Clock
         from tspace_interfaces.msg import EpisodeSummary, TrainerStatus
         from tspace_interfaces.srv import EpisodeControl
@@ -104,6 +217,18 @@ class Driver:
         self.node.create_subscription(TrainerStatus, 'trainer/status', self._on_status, 10)
         self.hmi = self.node.create_client(EpisodeControl, 'episode_control')
         self.EpisodeControl = EpisodeControl
+        self.cloud = cloud
+        if cloud is not None:
+            from tspace_ros.nodes.vehicle_sim import CLOCK_QOS, CLOCK_TOPIC
+            publisher = self.node.create_publisher(Clock, CLOCK_TOPIC, CLOCK_QOS)
+
+            from builtin_interfaces.msg import Time
+
+            def publish_clock():
+                ns = cloud.clock_ns()
+                publisher.publish(Clock(clock=Time(sec=ns // 1_000_000_000,
+                                                   nanosec=ns % 1_000_000_000)))
+            self._clock_timer = self.node.create_timer(clock_period_s, publish_clock)
         suite.executor.add_node(self.node)
 
     def _on_clock(self, msg):
@@ -127,7 +252,9 @@ class Driver:
             time.sleep(0.01)
 
     def command(self, code: int, deadline: float) -> str:
-        """Send an episode_control command; return the episode id; JobError if refused."""
+        """Send an episode command; return the episode id; JobError if refused."""
+        if self.cloud is not None:
+            return self._remote_command(code, deadline)
         self.wait(self.hmi.service_is_ready, deadline, 'the episode_control service')
         future = self.hmi.call_async(self.EpisodeControl.Request(command=code))
         self.wait(future.done, deadline, f'an answer to episode command {code}')
@@ -136,15 +263,35 @@ class Driver:
             raise JobError(f'episode command {code} refused: {answer.message}')
         return answer.episode_id
 
+    def _remote_command(self, code: int, deadline: float) -> str:
+        """Send the command through the remote HMI (MQTT); wait until the bridge took it."""
+        from tspace_ros.episodes import control
+        from tspace_ros.servers import ServerError
+        episodes = self.suite[self.suite.bridge_name].core.episodes
+        before = episodes.episode_id
+        try:
+            self.cloud.world.hmi(code)
+        except ServerError as error:
+            raise JobError(str(error)) from None
+        if code == control.START:
+            self.wait(lambda: episodes.state == control.RUNNING and
+                      episodes.episode_id not in ('', before), deadline,
+                      'the bridge to start the episode the remote HMI asked for')
+            return episodes.episode_id
+        if code == control.END_VALID:
+            self.wait(lambda: episodes.state != control.RUNNING, deadline,
+                      'the bridge to end the episode the remote HMI asked for')
+        return before
+
 
 def run_episode(job, index: int, lap_s: float, evaluate: bool, deadline: float,
                 countdown_s: float) -> dict:
     """Drive one lap as an episode; pause the van at its end; return its figures."""
-    from lifecycle_msgs.msg import Transition
     from rclpy.parameter import Parameter
     suite, control = job.suite, job.EpisodeControl.Request
-    sim = suite['vehicle_sim'].vehicle.sim
+    sim = job.van.sim
     lap_start = index * lap_s
+    job.van.begin_lap(lap_start + lap_s)
     if evaluate:
         suite['agent'].set_parameters([Parameter('mode', value='infer')])
     job.wait(lambda: job.sim_s >= lap_start + 0.5, deadline, 'the lap to begin')
@@ -156,8 +303,8 @@ def run_episode(job, index: int, lap_s: float, evaluate: bool, deadline: float,
     job.wait(lambda: any(s.episode_id == episode_id for s in job.summaries), deadline,
              f'the summary of episode {episode_id}')
     # The lap is done: the van waits (its clock stops) while the trainer works.
-    suite.vehicle_transition(Transition.TRANSITION_DEACTIVATE)
-    measured = sim.between(odometer_start, sim.odometer())
+    job.van.park()
+    measured = job.van.measure(job, odometer_start, lap_start, lap_start + lap_s, deadline)
     wall_s = time.monotonic() - wall_start
     summary = next(s for s in job.summaries if s.episode_id == episode_id)
     figures = {'index': index, 'kind': 'eval' if evaluate else 'train',
@@ -214,7 +361,6 @@ def main(argv=None) -> int:
 
 
 def _run(args, run_dir: pathlib.Path, stamp) -> int:
-    from lifecycle_msgs.msg import Transition
     import rclpy
 
     from tspace_ros.suite import (config_path, load_node_parameters, params_file_path,
@@ -244,6 +390,18 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     countdown_s = float(load_node_parameters(params_file_path())['can_bridge'].get(
         'episode_countdown_s', 3.0))
     overrides = parse_overrides(args.param)
+    world = van = None
+    if args.link == 'cloud':
+        world = _cloud_world(args, cycle, params, start_utc, run_dir)
+        van = CloudVan(world)
+        # The link polls on the wall: every 2 s of driving at the asked real-time factor.
+        poll_s = min(2.0, max(0.05, 2.0 / args.real_time_factor))
+        # The bridge's clock is /clock, which reaches it through a busy executor: allow
+        # half a wall second of lag, in the van's seconds, before a TBox second is "future".
+        skew_s = 5.0 + 0.5 * args.real_time_factor
+        overrides['cloud_bridge'] = {**world.bridge_parameters(poll_s),
+                                     'max_clock_skew_s': skew_s,
+                                     **overrides.get('cloud_bridge', {})}
     for node, values in {
         'vehicle_sim': {'cycle': args.cycle, 'cycle_end_s': float(args.lap_s),
                         'real_time_factor': args.real_time_factor,
@@ -259,21 +417,26 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
                           else {})},
     }.items():
         overrides[node] = {**values, **overrides.get(node, {})}
-    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    if world is not None:
+        overrides.pop('vehicle_sim')
     suite, episodes, failure = None, [], ''
     try:
+        rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
         # The suite's parameters, then the agent's (config/agents/<algorithm>.yaml).
         files = [params_file_path(), config_path('agents', f'{args.algorithm}.yaml')]
-        suite = Suite(NAMESPACE, files, overrides=overrides, record=args.record)
-        job = Driver(suite, start_ns)
+        suite = Suite(NAMESPACE, files, overrides=overrides, record=args.record,
+                      link=args.link, simulate=world is None)
+        van = van or SimVan(suite)
+        job = Driver(suite, start_ns, cloud=van if world is not None else None,
+                     clock_period_s=0.5 / args.real_time_factor)
+        job.van = van
         ok, message = suite.startup()
         if not ok:
             raise JobError(f'startup failed: {message}')
         bar = None if args.no_progress else _progress(args.episodes + 1)
         for index in range(args.episodes + 1):
             evaluate = index == args.episodes
-            if index > 0:
-                suite.vehicle_transition(Transition.TRANSITION_ACTIVATE)
+            van.drive()   # (the simulated van is already driving at the first lap)
             figures = run_episode(job, index, lap_s, evaluate, deadline, countdown_s)
             if not evaluate:
                 wait_for_policy(job, index + 1, deadline)
@@ -284,17 +447,22 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
             _report_progress(bar, figures, baseline)
         if bar is not None:
             bar.close()
-        learned_map = suite['can_bridge'].core.active_map
-        flashes = flash_figures(suite['can_bridge'].core)
+        learned_map = suite[suite.bridge_name].core.active_map
+        flashes = flash_figures(suite[suite.bridge_name].core)
+        if world is not None:
+            flashes['cloud'] = cloud_figures(suite[suite.bridge_name], world)
         losses = list(suite['trainer'].core.loss_history)
     except JobError as error:
         failure = str(error)
     finally:
         if suite is not None:
-            suite.vehicle_transition(Transition.TRANSITION_ACTIVATE)  # the bridge needs it
+            if van is not None:
+                van.drive()  # the bridge restores the default map: the van must answer
             suite.shutdown()
             suite.close()
         rclpy.try_shutdown()
+        if world is not None:
+            world.stop()
     if failure:
         raise JobError(failure)
     wall_s = time.monotonic() - started
@@ -331,6 +499,45 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
           f'pool/, checkpoints/, tensorboard/, logs/{", bags/" if args.record else ""}')
     return 0 if saving > 0 and tracking_ok else 3
+
+
+def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path):
+    """Start the simulated cloud of --link cloud; JobError if a server cannot start."""
+    from tspace_ros.cloud_world import CloudWorld
+    from tspace_ros.servers import ServerError, ServerUnavailable
+    from tspace_ros.suite import (link_params_path, load_parameter_files, params_file_path,
+                                  SuiteConfigError)
+    from tspace_ros.vehicle import VehicleSimulation
+    from tspace_ros.vehicle.tbox import cloud_profile, CloudSimConfig
+    try:
+        profile = cloud_profile(args.cloud_profile)
+    except ValueError as error:
+        raise SuiteConfigError(f'--cloud-profile: {error}') from None
+    config = CloudSimConfig(**{**profile, 'cycle': args.cycle,
+                               'real_time_factor': args.real_time_factor,
+                               'start_utc': start_utc, 'durations_in_vehicle_time': True,
+                               'seed': args.seed})
+    driver = str(load_parameter_files([params_file_path(), link_params_path('cloud')]).get(
+        'cloud_bridge', {}).get('driver_id', 'driver0'))
+    simulation = VehicleSimulation(params, cycle, repeat_cycle=True)
+    try:
+        world = CloudWorld(config, driver, args.cloud_signals, log_dir=run_dir / 'logs',
+                           simulation=simulation).start()
+    except (ServerUnavailable, ServerError, OSError, ValueError) as error:
+        raise JobError(f'the simulated cloud cannot start: {error}') from None
+    print(f'  cloud: {world.cloud.url} (HTTPS, token), HMI on MQTT/TLS port '
+          f'{world.broker.port}, signals by {args.cloud_signals}, profile '
+          f'{args.cloud_profile}', flush=True)
+    return world
+
+
+def cloud_figures(bridge, world) -> dict:
+    """Return the cloud link's counts (per call and code, latencies) and the van's."""
+    stats = bridge.link.stats() if bridge.link is not None else {}
+    keep = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and
+            k.startswith(('get_signal_', 'objects_', 'set_torque_', 'latency_', 'batch_',
+                          'fill_', 'data_age', 'seconds_missed', 'catch_up'))}
+    return {'link': keep, 'van': world.van.state()['counts']}
 
 
 def flash_figures(core) -> dict:

@@ -33,7 +33,7 @@ from tspace_ros.cloud.client import load_secret, SecretError
 from tspace_ros.cloud.object_batches import object_name, second_object
 from tspace_ros.cloud.remote_can import RemoteCode
 from tspace_ros.task.contract import load_task
-from tspace_ros.vehicle.tbox import CloudSimConfig, TelematicsVan
+from tspace_ros.vehicle.tbox import cloud_profile, CloudSimConfig, TelematicsVan
 
 MAX_BODY_BYTES = 1024 * 1024
 ADVANCE_PERIOD_S = 0.05
@@ -136,9 +136,13 @@ class CloudSimServer:
     """The simulated cloud in a thread of its own, on 127.0.0.1 and a free port."""
 
     def __init__(self, config: CloudSimConfig, token: str = '', certfile: str = '',
-                 keyfile: str = '', port: int = 0, upload_fs=None, upload_root: str = ''):
+                 keyfile: str = '', port: int = 0, upload_fs=None, upload_root: str = '',
+                 simulation=None, parked: bool = False):
         """
         Build the van; start() serves it.
+
+        simulation: the van's VehicleSimulation (default: the shipped van on config.cycle);
+        parked: the van waits (its clock stopped) until ``van.resume``.
 
         upload_fs, upload_root ('bucket/prefix'): the TBox also uploads every second to
         object storage, ``<bucket>/<prefix>/<vin>/<utc ms>.json``.
@@ -148,7 +152,8 @@ class CloudSimServer:
             bucket, _, prefix = upload_root.strip('/').partition('/')
             self.uploader = ObjectUploader(upload_fs, bucket, prefix,
                                            config.vin or load_task().vehicle_id)
-        self.van = TelematicsVan(config, time.time(), upload=self.uploader)
+        self.van = TelematicsVan(config, time.time(), simulation=simulation,
+                                 upload=self.uploader, parked=parked)
         self.token = token
         self._ssl = None
         if certfile:
@@ -232,6 +237,9 @@ def main(argv=None) -> int:
         prog='python -m tspace_ros.cloud_sim',
         description="A simulated telematics cloud: the simulated van behind tspace's RemoteCAN "
                     'contract (get_signal, set_torque) on 127.0.0.1.')
+    parser.add_argument('--profile', default='', help='a profile of config/cloud/profiles.yaml '
+                        "(e.g. tspace_measured: tspace's latencies and success rates); the "
+                        'options given win over it')
     parser.add_argument('--port', type=int, default=0, help='0 = a free port (printed)')
     parser.add_argument('--vin', default='', help="default: the task's vehicle id")
     parser.add_argument('--cycle', default='wltc3b')
@@ -250,6 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument('--voltage-rate-hz', type=int, default=25)
     parser.add_argument('--ai-mode-off', action='store_true')
     parser.add_argument('--tbox-timeout-s', type=float, default=30.0)
+    parser.add_argument('--durations-in-vehicle-time', action='store_true',
+                        help="latencies and --tbox-timeout-s are the van's seconds (divided "
+                        'by --real-time-factor on the wall)')
     parser.add_argument('--token-env', default='', help='bearer token from this variable')
     parser.add_argument('--token-file', default='', help='bearer token from this file')
     parser.add_argument('--cert', default='', help='serve HTTPS with this certificate')
@@ -260,6 +271,21 @@ def main(argv=None) -> int:
                         'AWS_SECRET_ACCESS_KEY)')
     parser.add_argument('--s3-endpoint', default='', help='S3 endpoint, e.g. '
                         'http://127.0.0.1:8333 (default: TSPACE_S3_ENDPOINT, else AWS)')
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument('--profile', default='')
+    try:
+        chosen = profile.parse_known_args(argv)[0].profile
+        if chosen:
+            values = cloud_profile(chosen)
+            renamed = {'read_latency_s': 'read_latency', 'flash_latency_s': 'flash_latency',
+                       'ai_mode': None, 'history_s': None, 'vcu_budget_nm': None}
+            unsupported = [k for k in values if renamed.get(k, k) is None]
+            if unsupported:
+                raise ValueError(f'profile {chosen}: {unsupported} are not options of cloud_sim')
+            parser.set_defaults(**{renamed.get(k, k): v for k, v in values.items()})
+    except ValueError as error:
+        print(f'cloud_sim: {error}', file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         token = load_secret(args.token_env, args.token_file, 'cloud_sim token')
@@ -272,7 +298,8 @@ def main(argv=None) -> int:
             flash_latency_s=args.flash_latency,
             short_list_probability=args.short_list_probability,
             voltage_rate_hz=args.voltage_rate_hz, ai_mode=not args.ai_mode_off,
-            tbox_timeout_s=args.tbox_timeout_s, seed=args.seed,
+            tbox_timeout_s=args.tbox_timeout_s,
+            durations_in_vehicle_time=args.durations_in_vehicle_time, seed=args.seed,
             start_utc=datetime.datetime.now(datetime.timezone.utc))
         upload_fs, upload_root = None, ''
         if args.s3_uri:

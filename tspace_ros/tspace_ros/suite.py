@@ -44,6 +44,7 @@ PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = PACKAGE_ROOT / 'config' / 'sim_suite.yaml'
 SHUTDOWN_STACKS_AFTER_S = 20.0
 SUITE_NODES = ('storage', 'trainer', 'can_bridge', 'cruncher', 'agent')
+LINKS = {'can': 'can_bridge', 'cloud': 'cloud_bridge'}   # link -> its bridge node
 
 
 class SuiteConfigError(ValueError):
@@ -62,6 +63,13 @@ def params_file_path() -> pathlib.Path:
 def config_path(*parts: str) -> pathlib.Path:
     """Return a file under the package's config/ (source tree or installed share)."""
     return params_file_path().parent.joinpath(*parts)
+
+
+def link_params_path(link: str) -> pathlib.Path:
+    """Return the link's parameter layer, config/links/<link>.yaml (see LINKS)."""
+    if link not in LINKS:
+        raise SuiteConfigError(f'link must be one of {sorted(LINKS)}, got {link!r}')
+    return config_path('links', f'{link}.yaml')
 
 
 def load_parameter_files(paths: Sequence[pathlib.Path]) -> Dict[str, Dict[str, Any]]:
@@ -108,7 +116,7 @@ class Suite:
     def __init__(self, namespace: str, params_file=None,
                  overrides: Optional[Mapping[str, Mapping[str, Any]]] = None,
                  simulate: bool = True, context=None, vehicles: Sequence[str] = (),
-                 record: bool = False):
+                 record: bool = False, link: str = 'can'):
         """
         Create the nodes (nothing is configured yet) and spin them in a thread.
 
@@ -121,12 +129,27 @@ class Suite:
         ``namespace``, and policy updates reach every agent. Without it, everything
         runs in ``namespace`` (one vehicle). record: a recorder per vehicle writes
         its topics to a rosbag2 bag (the recorder's ``output_dir``) while active.
+
+        link: how the bridge reaches the vehicle: ``can`` (``can_bridge``; with
+        simulate, the simulated van on its bus) or ``cloud`` (``cloud_bridge``, its
+        ``cloud_url`` from the parameters; the van, if simulated, is the telematics
+        cloud's, outside the suite: simulate must be False).
         """
+        if link not in LINKS:
+            raise SuiteConfigError(f'link must be one of {sorted(LINKS)}, got {link!r}')
+        if link == 'cloud' and simulate:
+            raise SuiteConfigError("link cloud: the van is the telematics cloud's "
+                                   '(simulate=False)')
+        self.bridge_name = bridge_name = LINKS[link]
         files = [params_file] if isinstance(params_file, (str, pathlib.Path)) else \
             list(params_file or [])
-        params = load_parameter_files(files or [params_file_path()])
+        files = files or [params_file_path()]
+        # The link's layer (config/links/<link>.yaml) right after the suite's own file.
+        files = files[:1] + [link_params_path(link)] + files[1:]
+        params = load_parameter_files(files)
         overrides = overrides or {}
-        known = set(SUITE_NODES) | {'vehicle_sim', 'lifecycle_manager', 'recorder'}
+        known = set(SUITE_NODES) | {'vehicle_sim', 'lifecycle_manager', 'recorder',
+                                    'cloud_bridge'}
         unknown = set(overrides) - known
         if unknown:
             raise SuiteConfigError(f'overrides for unknown nodes: {sorted(unknown)}')
@@ -168,13 +191,18 @@ class Suite:
                 sim = VehicleSim(parameter_overrides=settings('vehicle_sim', **bus, **clock),
                                  **own)
                 self.nodes[prefix + 'vehicle_sim'] = self._sims[vehicle or ''] = sim
-            self.nodes[prefix + 'can_bridge'] = CanBridge(
-                parameter_overrides=settings('can_bridge', **bus), **own)
+            if link == 'cloud':
+                from tspace_ros.nodes.cloud_bridge import CloudBridge
+                bridge = CloudBridge(parameter_overrides=settings(
+                    'cloud_bridge', **({'vehicle_id': vehicle} if vehicle else {})), **own)
+            else:
+                bridge = CanBridge(parameter_overrides=settings('can_bridge', **bus), **own)
+            self.nodes[prefix + bridge_name] = bridge
             self.nodes[prefix + 'cruncher'] = CruncherNode(
                 parameter_overrides=settings('cruncher'), **own)
             self.nodes[prefix + 'agent'] = Agent(
                 parameter_overrides=settings('agent', **agent), **own)
-            chain = ['can_bridge', 'cruncher', 'agent']
+            chain = [bridge_name, 'cruncher', 'agent']
             if record:
                 self.nodes[prefix + 'recorder'] = RecorderNode(
                     parameter_overrides=settings('recorder'), **own)
@@ -182,7 +210,7 @@ class Suite:
             managed += [f'/{vehicle}/{n}' if vehicle else n for n in chain]
         manager_settings = [p for p in settings('lifecycle_manager')
                             if p.name != 'use_sim_time']
-        if fleet or record:
+        if fleet or record or link != 'can':
             manager_settings = [p for p in manager_settings if p.name != 'node_names'] + [
                 Parameter('node_names', value=managed)]
         self.manager = LifecycleManager(parameter_overrides=manager_settings, **shared)

@@ -173,6 +173,11 @@ class VehicleMap:
                 else FlashError.TRANSPORT
             return self._count(FlashResult(error, f'{outcome.message}; the last good map '
                                            'stays the reference', self.active_map))
+        if not outcome.accepted and not self.link.reports_status:
+            # A typed refusal from a link with no report of the vehicle's map (the cloud's
+            # 2001 A/B switch failed, AI mode off, ...): the vehicle kept the map it had.
+            return self._count(FlashResult(FlashError.REFUSED_BY_VCU, outcome.message,
+                                           self.active_map))
         expected = transfer.flashed_map if outcome.accepted else self.active_map
         if outcome.vcu_checksum != whole_map_checksum(expected):
             self.map_in_doubt = True

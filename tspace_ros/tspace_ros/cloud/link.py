@@ -29,6 +29,7 @@ this link owns the transport only:
 """
 
 from collections import Counter, deque
+import math
 import threading
 import time
 from typing import Callable, Deque, Dict, List, Optional, Tuple
@@ -37,7 +38,7 @@ from tspace_ros.can.links import LinkWrite
 from tspace_ros.can.transfer import TransferOutcome, TransferStatus, whole_map_checksum
 from tspace_ros.cloud.batches import BatchDecoder, MESSAGE
 from tspace_ros.cloud.client import RemoteCanClient
-from tspace_ros.cloud.remote_can import RemoteCode, RemoteReply
+from tspace_ros.cloud.remote_can import MAX_SIGNAL_DURATION_S, RemoteCode, RemoteReply
 from tspace_ros.torque_map.map import TorqueMap
 
 # Codes after which the vehicle certainly kept the map it had.
@@ -78,9 +79,15 @@ class CloudLink:
     def __init__(self, client: RemoteCanClient, decoder: BatchDecoder,
                  map_shape: Tuple[int, int], poll_period_s: float = 2.0,
                  signal_duration_s: int = 4, abswitch: bool = True,
-                 wall: Callable[[], float] = time.time, source=None):
+                 wall: Callable[[], float] = time.time, source=None,
+                 max_signal_duration_s: int = 30):
         """
         Take the client, the batch decoder and the map's shape; start nothing yet.
+
+        Each get_signal asks for signal_duration_s seconds, or, when the newest second
+        taken is older than that (a failed or slow read), for the seconds since it plus
+        one, up to max_signal_duration_s: the seconds in between are not lost (the
+        overlap is recognised and not taken twice).
 
         source: where the signals come from when not from get_signal: an object with
         ``fetch() -> RemoteReply`` (``object_batches.ObjectBatchSource``, the TBox's
@@ -92,6 +99,11 @@ class CloudLink:
         self._read_name = 'objects' if source is not None else 'get_signal'
         self.map_shape = (int(map_shape[0]), int(map_shape[1]))
         self.poll_period_s, self.signal_duration_s = float(poll_period_s), signal_duration_s
+        if not 1 <= signal_duration_s <= max_signal_duration_s <= MAX_SIGNAL_DURATION_S:
+            raise ValueError(f'signal durations must be 1 <= signal_duration_s '
+                             f'({signal_duration_s}) <= max_signal_duration_s '
+                             f'({max_signal_duration_s}) <= {MAX_SIGNAL_DURATION_S}')
+        self.max_signal_duration_s = int(max_signal_duration_s)
         self.abswitch = bool(abswitch)
         self.ack_timeout_s = client.flash_timeout_s
         self._wall = wall
@@ -105,6 +117,9 @@ class CloudLink:
         self.counts: Counter = Counter()
         self.last_reply: Dict[str, str] = {}
         self.last_batch_ns = 0
+        self._rate = 1.0          # the vehicle's seconds per monotonic second (estimated)
+        self._last_batch_mono = 0.0
+        self._reads_s: Deque[float] = deque(maxlen=8)   # how long the last reads took, s
 
     # ---- reading ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,8 +145,10 @@ class CloudLink:
 
     def poll_once(self) -> int:
         """Fetch and decode one get_signal; return the samples queued."""
+        started = time.monotonic()
         reply = self.source.fetch() if self.source is not None else \
-            self.client.get_signal(self.signal_duration_s)
+            self.client.get_signal(self.duration_to_ask())
+        self._reads_s.append(time.monotonic() - started)
         self.counts[f'{self._read_name}_{int(reply.code)}'] += 1
         self.last_reply[self._read_name] = f'{int(reply.code)} {reply.message}'[:200]
         if not reply.ok:
@@ -147,8 +164,39 @@ class CloudLink:
                     self._samples.append((f'{MESSAGE}.{signal}', t, value))
                     queued += 1
             if batch.samples:
-                self.last_batch_ns = batch.samples[-1][0]
+                first_ns, newest_ns = batch.samples[0][0], batch.samples[-1][0]
+                now_mono = time.monotonic()
+                if self.last_batch_ns:
+                    missed = (first_ns - self.last_batch_ns) / 1e9 - 1.0
+                    if missed > 0:   # seconds the vehicle had that no read brought
+                        self.counts['seconds_missed'] += math.ceil(missed)
+                    elapsed = now_mono - self._last_batch_mono
+                    if elapsed > 0.01:
+                        rate = max(0.0, (newest_ns - self.last_batch_ns) / 1e9) / elapsed
+                        # Up at once, down slowly: asking too much costs bytes, too
+                        # little loses seconds (and a parked vehicle's pause says little).
+                        self._rate = min(1000.0, rate if rate > self._rate else
+                                         0.8 * self._rate + 0.2 * rate)
+                self.last_batch_ns, self._last_batch_mono = newest_ns, now_mono
         return queued
+
+    def duration_to_ask(self) -> int:
+        """Return the seconds the next get_signal asks for (see __init__)."""
+        duration = self.signal_duration_s
+        if self.last_batch_ns:
+            # How far the vehicle will be ahead of the newest second taken when it
+            # answers: by this node's clock, and by the vehicle's own clock's pace (its
+            # seconds per monotonic second over the last reads: 1 on the road, N for a van
+            # simulated N times faster) since that second came plus the slowest of the
+            # last reads, with a quarter and a second to spare (reads vary).
+            read_s = max(self._reads_s, default=0.0)
+            ahead_s = time.monotonic() - self._last_batch_mono + read_s
+            behind = max(self._wall() - self.last_batch_ns / 1e9 + read_s,
+                         1.25 * self._rate * ahead_s + 1.0)
+            if behind + 1 > duration:
+                duration = min(self.max_signal_duration_s, math.ceil(behind) + 1)
+                self.counts['catch_up_reads'] += 1
+        return duration
 
     def take_samples(self) -> List[Tuple[str, int, float]]:
         """Return (and forget) the samples read since the last call, oldest first."""

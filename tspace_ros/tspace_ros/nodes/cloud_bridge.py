@@ -11,7 +11,9 @@ and episodes), with another link: ``cloud.link.CloudLink``.
   object storage (``signal_source: object_storage``, ``object_storage_uri``);
   ragged one-second lists in the site's local time
   (``time_zone``) are resampled onto the task's window grid, each bad sample
-  flagged, duplicate, late and future seconds counted.
+  flagged, duplicate, late and future seconds counted. "Future" and the data
+  age are measured against this node's clock (the wall, or ``/clock`` with
+  ``use_sim_time``): the one clock the windows' consumers also use.
 - Flashing: ``set_torque`` with only the admitted rows, never retried; a failed
   flash keeps the last good map and the step is reported as not applied. A
   flash takes seconds (tspace: 3.2 s median, up to 30 s): ``flash_timeout_s``
@@ -49,6 +51,12 @@ class CloudBridge(VehicleBridgeNode):
 
     TITLE = 'cloud bridge'
     DEFAULT_FLASH_TIMEOUT_S = 35.0
+    # Signals come in polls, not frames: tspace's reads took 2.5 s (up to 10 s) and one in
+    # ten failed, so windows (and the agent's heartbeats, one per window) arrive in bursts
+    # seconds apart, and a few failed reads in a row are normal. The TBox's own fallback
+    # (30 s without a request) protects the vehicle meanwhile.
+    DEFAULT_WATCHDOG_TIMEOUT_S = 30.0
+    DEFAULT_VEHICLE_OFFLINE_S = 30.0
 
     def __init__(self, node_name: str = 'cloud_bridge', **kwargs):
         """Declare the parameters; nothing is opened before configure."""
@@ -64,6 +72,8 @@ class CloudBridge(VehicleBridgeNode):
           (0.0, 3600.0))
         d('signal_poll_period_s', 2.0, 'How often get_signal is called, s.', (0.05, 60.0))
         d('signal_duration_s', 4, 'Seconds of signals asked for per get_signal.', (1, 60))
+        d('max_signal_duration_s', 30, 'After a failed or slow read, get_signal asks for the '
+          'seconds missed, up to this many.', (1, 60))
         d('read_timeout_s', 10.0, 'get_signal time-out, s.', (0.1, 600.0))
         d('read_retries', 3, 'get_signal retries on 413/429/5xx and connection errors.',
           (0, 10))
@@ -117,8 +127,12 @@ class CloudBridge(VehicleBridgeNode):
                                  timeout_s=p('read_timeout_s'),
                                  flash_timeout_s=p('flash_timeout_s'),
                                  read_retries=p('read_retries'))
+        # The clock rule: the TBox's stamps (the vehicle's clock) are compared with this
+        # node's clock (the wall, or /clock with use_sim_time), never with another one.
         link = CloudLink(client, decoder, task.default_map.shape, p('signal_poll_period_s'),
                          p('signal_duration_s'), p('abswitch'),
+                         wall=lambda: self.get_clock().now().nanoseconds / 1e9,
+                         max_signal_duration_s=p('max_signal_duration_s'),
                          source=self._object_source(task.vehicle_id))
         windows = WindowBuilder(mapping, task.sample_rate_hz, task.samples_per_window,
                                 task.vehicle_id, p('driver_id'), '', 0, p('max_gap_s'),

@@ -66,6 +66,8 @@ class VehicleBridgeNode(TspaceLifecycleNode):
 
     TITLE = 'vehicle bridge'   # the diagnostics' name: '<node>: <TITLE>'
     DEFAULT_FLASH_TIMEOUT_S = 3.0
+    DEFAULT_WATCHDOG_TIMEOUT_S = 5.0
+    DEFAULT_VEHICLE_OFFLINE_S = 2.0
 
     def __init__(self, node_name: str, **kwargs):
         """Declare the shared parameters; the subclass declares its link's."""
@@ -83,13 +85,13 @@ class VehicleBridgeNode(TspaceLifecycleNode):
           (0.001, 60.0))
         d('flash_timeout_s', self.DEFAULT_FLASH_TIMEOUT_S,
           'Time for the vehicle to acknowledge a map, s.', (0.01, 600.0))
-        d('watchdog_timeout_s', 5.0,
+        d('watchdog_timeout_s', self.DEFAULT_WATCHDOG_TIMEOUT_S,
           'Restore the default map after this long without a map or an agent heartbeat '
           '(the agent sends one per window), s on the node clock (0: off).', (0.0, 86400.0))
         d('shutdown_wait_s', 1.5,
           'On shutdown, wait this long at most for the vehicle to confirm the default map, s '
           '(it falls back by itself once the bridge goes silent).', (0.0, 3.5))
-        d('vehicle_offline_s', 2.0,
+        d('vehicle_offline_s', self.DEFAULT_VEHICLE_OFFLINE_S,
           'No data for this long (wall clock) means the vehicle is offline, s.',
           (0.01, 600.0))
         d('episode_countdown_s', 3.0, 'Countdown after "end valid" before storing, s.',

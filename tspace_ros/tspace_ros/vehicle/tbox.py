@@ -13,12 +13,19 @@ that may be skewed), and answers the contract's two calls:
   2004: no value below the default minus the VCU's own budget, none above the
   default), and applied only after the flash latency.
 
-Its own safety: when no request came for ``tbox_timeout_s`` (wall), the TBox
+Its own safety: when no request came for ``tbox_timeout_s``, the TBox
 switches the VCU back to its default map (page A), as a vehicle must when its
 remote partner goes silent. Failures are injected from the configuration
 (success rates, each error code, AI mode off); the HTTP layer
 (``tspace_ros.cloud_sim``) adds the latencies. ROS-free, driven by explicit
 wall times so that it is tested without a server.
+
+Durations (latencies, ``tbox_timeout_s``) are wall seconds, or the van's own
+seconds with ``durations_in_vehicle_time`` (divided by ``real_time_factor`` on
+the wall). ``pause``/``resume`` park the van (its clock stops, as the main job
+does between laps while the trainer works), ``mark`` reads its odometer when its
+clock reaches a time (a lap's end, exactly); ``true_time_s`` is the van's
+clock without the TBox's skew (the simulated world's time, the job's /clock).
 """
 
 from collections import deque
@@ -66,7 +73,49 @@ class CloudSimConfig:
     flash_latency_s: Tuple[float, float, float] = (0.2, 0.3, 30.0)  # tspace: 3.2 s median
     vcu_budget_nm: float = field(default_factory=lambda: load_task().torque_budget_nm)
     tbox_timeout_s: float = 30.0
+    # False: latencies and tbox_timeout_s are wall seconds. True: they are the van's
+    # seconds, so a van run at real_time_factor N answers N times sooner on the wall, as
+    # its world would (the main job's cloud link: tspace's 3.2 s flash is 3.2 s of driving).
+    durations_in_vehicle_time: bool = False
     seed: int = 0
+
+
+CLOUD_PROFILES = 'profiles.yaml'   # config/cloud/profiles.yaml
+
+
+def cloud_profile(name: str, path=None) -> Dict[str, Any]:
+    """
+    Return a profile of config/cloud/profiles.yaml as CloudSimConfig keyword arguments.
+
+    ValueError naming the file for an unknown profile, an unknown field or a value of
+    the wrong kind (the config is checked again by TelematicsVan).
+    """
+    from dataclasses import fields
+    from tspace_ros.task.files import config_path, read_yaml, VehicleConfigError
+    try:
+        path = path or config_path('cloud', CLOUD_PROFILES)
+        data = read_yaml(path, 'cloud profiles file')
+    except VehicleConfigError as error:
+        raise ValueError(str(error)) from None
+    if not isinstance(data, dict) or name not in data or not isinstance(data[name], dict):
+        known = sorted(data) if isinstance(data, dict) else []
+        raise ValueError(f'{path}: no cloud profile {name!r} (known: {known})')
+    kinds = {f.name: f.type for f in fields(CloudSimConfig)}
+    values: Dict[str, Any] = {}
+    for key, value in data[name].items():
+        if key not in kinds or key in ('vin', 'start_utc'):
+            raise ValueError(f'{path}: profile {name}: unknown field {key!r}')
+        if isinstance(value, list):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ValueError(f'{path}: profile {name}: {key} must be numbers, got {value!r}')
+            value = tuple(value)
+        elif not isinstance(value, (int, float, str, bool)):
+            raise ValueError(f'{path}: profile {name}: {key} has a value of the wrong kind')
+        values[key] = value
+    if 'read_latency_s' in values and len(values['read_latency_s']) != 3 or \
+            'flash_latency_s' in values and len(values['flash_latency_s']) != 3:
+        raise ValueError(f'{path}: profile {name}: latencies are [median, sigma, max]')
+    return values
 
 
 def _code_of(refusal: Mapping) -> str:
@@ -80,7 +129,8 @@ def _stamp(t: datetime.datetime) -> str:
 class TelematicsVan:
     """One simulated van and its TBox (see the module docstring); thread-safe."""
 
-    def __init__(self, config: CloudSimConfig, now_s: float, simulation=None, upload=None):
+    def __init__(self, config: CloudSimConfig, now_s: float, simulation=None, upload=None,
+                 parked: bool = False):
         """
         Start the van at wall time now_s; ValueError for a bad configuration.
 
@@ -98,6 +148,17 @@ class TelematicsVan:
         if not 0 < config.real_time_factor <= 1000:
             raise ValueError(f'real_time_factor must be in (0, 1000], got '
                              f'{config.real_time_factor}')
+        for name in ('read_success', 'flash_success', 'short_list_probability'):
+            value = getattr(config, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f'{name} must be in [0, 1], got {value!r}')
+        for name in ('read_latency_s', 'flash_latency_s'):
+            value = tuple(getattr(config, name))
+            if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                          and v >= 0 for v in value):
+                raise ValueError(f'{name} must be (median, sigma, max) >= 0, got {value!r}')
+        if not (isinstance(config.tbox_timeout_s, (int, float)) and config.tbox_timeout_s > 0):
+            raise ValueError(f'tbox_timeout_s must be > 0, got {config.tbox_timeout_s!r}')
         self.sim = simulation or VehicleSimulation.from_file(cycle=config.cycle,
                                                              repeat_cycle=True)
         self.default = self.sim.vcu.default_map
@@ -114,19 +175,70 @@ class TelematicsVan:
         self.counts: Dict[str, int] = {}
         self.pending_flash: Optional[Tuple[float, TorqueMap]] = None
         self._upload = upload
+        self._paused_at: Optional[float] = now_s if parked else None
+        self._marks: Dict[float, Optional[Dict[str, float]]] = {
+            float(self.sim.t_s): self.sim.odometer()}
+        self._scale = config.real_time_factor if config.durations_in_vehicle_time else 1.0
+
+    # ---- parking ---------------------------------------------------------------------------
+    def pause(self, now_s: float) -> None:
+        """Park the van at wall time now_s: its clock stops until resume (idempotent)."""
+        self.advance(now_s)
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = now_s
+
+    def resume(self, now_s: float) -> None:
+        """Drive on from where the van was parked (idempotent)."""
+        with self._lock:
+            if self._paused_at is not None:
+                parked = max(0.0, now_s - self._paused_at)
+                self._start_wall += parked
+                self.last_request_s = max(self.last_request_s, now_s)
+                if self.pending_flash is not None:
+                    self.pending_flash = (self.pending_flash[0] + parked,
+                                          self.pending_flash[1])
+                self._paused_at = None
+
+    def mark(self, t_s: float) -> None:
+        """Read the odometer when the van's clock reaches t_s (s since its start)."""
+        with self._lock:
+            if t_s <= self.sim.t_s:
+                raise ValueError(f'the van is at {self.sim.t_s:.1f} s, past the mark {t_s} s')
+            self._marks.setdefault(float(t_s), None)
+
+    def odometer_at(self, t_s: float) -> Optional[Dict[str, float]]:
+        """Return the odometer read at mark t_s (None before the van got there)."""
+        with self._lock:
+            return self._marks.get(float(t_s))
+
+    def _drive_to(self, t_s: float) -> None:
+        if t_s > self.sim.t_s:
+            for sample in self.sim.advance(t_s - self.sim.t_s):
+                self._take(sample)
+
+    @property
+    def paused(self) -> bool:
+        """Return whether the van is parked."""
+        return self._paused_at is not None
 
     # ---- the van on the wall clock -----------------------------------------------------
     def advance(self, now_s: float) -> None:
         """Drive the van up to now_s; apply a flash whose latency passed; the TBox watchdog."""
         with self._lock:
+            if self._paused_at is not None:
+                return
             target = (now_s - self._start_wall) * self.config.real_time_factor
-            if target > self.sim.t_s:
-                for sample in self.sim.advance(target - self.sim.t_s):
-                    self._take(sample)
+            for mark in sorted(t for t, reading in self._marks.items() if reading is None):
+                if mark > target:
+                    break
+                self._drive_to(mark)     # exactly to the mark: the odometer there
+                self._marks[mark] = self.sim.odometer()
+            self._drive_to(target)
             if self.pending_flash is not None and now_s >= self.pending_flash[0]:
                 self.sim.vcu.set_map(self.pending_flash[1])
                 self.pending_flash = None
-            if now_s - self.last_request_s > self.config.tbox_timeout_s and \
+            if now_s - self.last_request_s > self.config.tbox_timeout_s / self._scale and \
                     not self._on_default():
                 self.sim.vcu.reset_to_default()
                 self._count('tbox_fallback')
@@ -253,12 +365,18 @@ class TelematicsVan:
         return None
 
     def latency(self, kind: str) -> float:
-        """Return a latency draw for 'read' or 'flash' (log-normal, capped), s."""
+        """Return a latency draw for 'read' or 'flash' (log-normal, capped), wall s."""
         median, sigma, cap = self.config.read_latency_s if kind == 'read' else \
             self.config.flash_latency_s
         with self._lock:
-            return min(cap, median * math.exp(self._rng.gauss(0.0, sigma))) if median > 0 \
+            draw = min(cap, median * math.exp(self._rng.gauss(0.0, sigma))) if median > 0 \
                 else 0.0
+        return draw / self._scale
+
+    def true_time_s(self) -> float:
+        """Return the van's clock without the TBox's skew (UTC s)."""
+        with self._lock:
+            return self._start_utc.timestamp() + self.sim.t_s
 
     def vehicle_time_s(self) -> float:
         """Return the van's own clock (UTC s): it runs real_time_factor times the wall's."""
