@@ -211,3 +211,74 @@ def test_load_refuses_other_checkpoints(tmp_path):
     (tmp_path / 'agent.json').write_text(json.dumps({'format': 1, 'algorithm': 'rdpg'}))
     with pytest.raises(ValueError):
         DdpgAgent.load_checkpoint(tmp_path)
+
+
+# ---- TD3 and the stabilisers ---------------------------------------------------------------
+
+def _copied(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_td3_delays_the_actor_and_targets_and_trains_twin_critics():
+    from tspace_ros.agents.ddpg import TD3_OPTIONS
+    agent = DdpgAgent(STATE_DIM, ACTION_DIM, DdpgConfig(**SMALL, **TD3_OPTIONS, seed=3))
+    assert agent.critic2 is not None and agent.config.policy_delay == 2
+    replay, rng = _replay(), np.random.default_rng(0)
+    models = (agent.actor, agent.critic, agent.critic2, agent.target_actor,
+              agent.target_critic)
+    before = [_copied(m) for m in models]
+    agent.train_step(replay.sample(32, rng))        # update 1: critics only
+    after = [_copied(m) for m in models]
+    assert _same(before[0], after[0]) and _same(before[3], after[3])   # actor, its target
+    assert _same(before[4], after[4])                                   # target critic
+    assert not _same(before[1], after[1]) and not _same(before[2], after[2])
+    metrics = agent.train_step(replay.sample(32, rng))   # update 2: the actor's turn
+    assert not _same(after[0], _copied(agent.actor))
+    assert not _same(after[4], _copied(agent.target_critic))
+    assert metrics['actor_grad_norm'] > 0
+
+
+def test_a_td3_checkpoint_resumes_exactly(tmp_path):
+    from tspace_ros.agents.ddpg import TD3_OPTIONS
+    agent = DdpgAgent(STATE_DIM, ACTION_DIM, DdpgConfig(**SMALL, **TD3_OPTIONS, seed=5,
+                                                        batch_size=16))
+    replay = _replay()
+    agent.update(replay, 3)
+    agent.save_checkpoint(tmp_path / 'td3')
+    loaded = DdpgAgent.load_checkpoint(tmp_path / 'td3')
+    assert _same(_copied(loaded.critic2), _copied(agent.critic2))
+    assert _same(_copied(loaded.target_critic2), _copied(agent.target_critic2))
+    ours, theirs = agent.update(replay, 3), loaded.update(replay, 3)
+    np.testing.assert_array_equal(ours['critic_loss'], theirs['critic_loss'])
+    assert _same(_copied(agent.actor), _copied(loaded.actor))
+
+
+def test_the_huber_loss_is_linear_for_large_td_errors():
+    replay = _replay()
+    batch = replay.sample(64, np.random.default_rng(1))
+    batch['reward'] = np.full_like(batch['reward'], 1000.0)   # TD errors of about 1000
+    losses = {}
+    for kind in ('mse', 'huber'):
+        agent = DdpgAgent(STATE_DIM, ACTION_DIM, DdpgConfig(**SMALL, critic_loss=kind,
+                                                            huber_delta=1.0, seed=2))
+        losses[kind] = agent.train_step(batch)['critic_loss']
+    assert losses['mse'] == pytest.approx(1000.0 ** 2, rel=0.05)
+    assert losses['huber'] == pytest.approx(1000.0 - 0.5, rel=0.05)
+    with pytest.raises(ValueError, match='critic_loss'):
+        DdpgConfig(critic_loss='l1')
+
+
+def test_the_preactivation_penalty_keeps_the_actor_off_saturation():
+    replay = _replay()
+    means = {}
+    for penalty in (0.0, 1.0):
+        agent = DdpgAgent(STATE_DIM, ACTION_DIM, DdpgConfig(
+            **SMALL, preactivation_penalty=penalty, actor_final_init=2.0, actor_lr=1e-2,
+            batch_size=64, seed=4))
+        metrics = agent.update(replay, 150)
+        means[penalty] = float(np.mean(metrics['preactivation_mean'][-20:]))
+    assert means[1.0] < 0.5 * means[0.0], means

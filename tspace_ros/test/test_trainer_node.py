@@ -83,3 +83,38 @@ def test_offline_mode_without_a_pool_fails_configure_with_the_reason(tmp_path):
         node = LifecycleDriver(ros, f'{NS}_bad/trainer')
         assert not node.transition(LifecycleTransition.TRANSITION_CONFIGURE)
     assert "parameter 'pool_root': offline mode needs the pool" in process.output()
+
+
+def test_every_stabiliser_and_td3_option_reaches_the_agent_config(tmp_path):
+    import dataclasses
+
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from tspace_ros.agents.ddpg import DdpgConfig, TD3_OPTIONS
+    from tspace_ros.nodes.trainer import AGENT_OPTIONS, TrainerNode
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    try:
+        # The node's defaults are DdpgConfig's (grad_clip_norm 0 standing for None).
+        node = TrainerNode('trainer_defaults', namespace=NS)
+        defaults = {f.name: f.default for f in dataclasses.fields(DdpgConfig)}
+        for name in AGENT_OPTIONS:
+            value = node.get_parameter(name).value
+            assert value == defaults[name] or (name, value, defaults[name]) == \
+                ('grad_clip_norm', 0.0, None), name
+        node.destroy_node()
+        chosen = {**TD3_OPTIONS, 'critic_loss': 'huber', 'huber_delta': 2.0,
+                  'preactivation_penalty': 0.01, 'grad_clip_norm': 10.0,
+                  'normalize_rewards': True}
+        node = TrainerNode('trainer_td3', namespace=NS, parameter_overrides=[
+            Parameter(k, value=v) for k, v in chosen.items()])
+        try:
+            assert node.parameters_valid()
+            config = node._build_core().agent.config
+            for name, value in chosen.items():
+                assert getattr(config, name) == value, name
+            assert node._build_core().agent.critic2 is not None
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -4,11 +4,18 @@ DDPG (deep deterministic policy gradient) with TensorFlow/Keras 3.
 The agent learns a deterministic policy mu(s) in [-1, 1]^action_dim and a Q
 function Q(s, a) from batches of transitions (see ``replay``). One update:
 
-- critic: minimise mean (y - Q(s, a))^2 with the TD target
+- critic: minimise mean (y - Q(s, a))^2 (or the Huber loss) with the TD target
   y = r + gamma (1 - done) Q'(s', mu'(s')) from the target networks;
-- actor: minimise -mean Q(s, mu(s)) (with the just-updated critic);
+- actor: minimise -mean Q(s, mu(s)) (with the just-updated critic), plus an
+  optional penalty on the tanh layer's pre-activations (so it does not saturate);
 - optional global-norm gradient clipping of each network's gradients;
 - soft target updates theta' <- tau theta + (1 - tau) theta'.
+
+TD3 (Fujimoto et al. 2018, as Stable-Baselines3 does it) is DDPG with three
+options on: ``twin_critics`` (two critics, the TD target takes the smaller
+target Q), ``target_noise`` (clipped Gaussian noise on the target action:
+target policy smoothing) and ``policy_delay`` (the actor and the targets are
+updated every that many critic updates). With them off, the update is DDPG's.
 
 All of it runs in one ``tf.function`` per agent (no retracing: fixed input
 signature, any batch size). Exploration noise is added only by
@@ -38,7 +45,11 @@ from tspace_ros.agents.noise import make_noise, NOISE_KINDS
 from tspace_ros.agents.normalization import ObservationNormalizer, RewardScaler
 from tspace_ros.agents.replay import TransitionSource
 
-METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
+METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm',
+                'preactivation_mean')
+CRITIC_LOSSES = ('mse', 'huber')
+TD3_OPTIONS = {'twin_critics': True, 'policy_delay': 2, 'target_noise': 0.2,
+               'target_noise_clip': 0.5}   # Fujimoto et al. 2018; SB3's TD3 defaults
 _TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
 
 
@@ -80,6 +91,13 @@ class DdpgConfig:
     reward_scale: float = 1.0               # rewards are multiplied by this in the TD target
     normalize_rewards: bool = False         # also divide rewards by their running std
     jit_compile: bool = False               # compile the update with XLA
+    critic_loss: str = 'mse'                # 'mse' or 'huber' (delta huber_delta)
+    huber_delta: float = 1.0                # the Huber loss's quadratic zone, in Q units
+    preactivation_penalty: float = 0.0      # weight of mean(pre-tanh^2) in the actor loss
+    twin_critics: bool = False              # TD3: two critics, min of the target Qs
+    policy_delay: int = 1                   # TD3: actor and targets every N critic updates
+    target_noise: float = 0.0               # TD3: target policy smoothing noise std
+    target_noise_clip: float = 0.5          # TD3: the smoothing noise clipped to +-this
     seed: int = 0                           # seeds initial weights, noise and batch sampling
 
     def __post_init__(self):
@@ -92,6 +110,16 @@ class DdpgConfig:
             raise ValueError('learning rates and batch_size must be positive')
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError('grad_clip_norm must be positive or None')
+        if self.critic_loss not in CRITIC_LOSSES:
+            raise ValueError(f'critic_loss must be one of {CRITIC_LOSSES}, got '
+                             f'{self.critic_loss!r}')
+        if self.huber_delta <= 0 or self.preactivation_penalty < 0 or \
+                self.target_noise < 0 or self.target_noise_clip < 0:
+            raise ValueError('huber_delta must be positive; preactivation_penalty, '
+                             'target_noise and target_noise_clip >= 0')
+        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
+            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
+        self.policy_delay = int(self.policy_delay)
         if self.noise not in NOISE_KINDS:
             raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
 
@@ -136,10 +164,19 @@ class DdpgAgent:
             'target_critic', None)
         self.target_actor.set_weights(self.actor.get_weights())
         self.target_critic.set_weights(self.critic.get_weights())
+        self.critic2 = self.target_critic2 = None
+        if cfg.twin_critics:
+            self.critic2 = critic('critic2', net_seed + 2)
+            self.target_critic2 = critic('target_critic2', None)
+            self.target_critic2.set_weights(self.critic2.get_weights())
+        # The actor's last hidden layer, for the tanh layer's pre-activations.
+        self._hidden = keras.Model(self.actor.inputs, self.actor.layers[-2].output)
+        self._action_layer = self.actor.layers[-1]
         self.actor_optimizer = keras.optimizers.Adam(cfg.actor_lr, name='actor_optimizer')
         self.critic_optimizer = keras.optimizers.Adam(cfg.critic_lr, name='critic_optimizer')
         self.actor_optimizer.build(self.actor.trainable_variables)
-        self.critic_optimizer.build(self.critic.trainable_variables)
+        self.critic_optimizer.build(self._critic_variables())
+        self._smoothing = tf.random.Generator.from_seed(net_seed + 3)
 
         self.noise = make_noise(cfg.noise, self.action_dim, cfg.noise_sigma, cfg.ou_theta,
                                 cfg.ou_dt, seed=noise_seed)
@@ -153,9 +190,22 @@ class DdpgAgent:
         action_spec = tf.TensorSpec([None, self.action_dim], tf.float32)
         vector_spec = tf.TensorSpec([None], tf.float32)
         self._policy = tf.function(self._policy_graph, input_signature=[state_spec])
+        flag_spec = tf.TensorSpec([], tf.bool)
         self._step = tf.function(
             self._train_step_graph, jit_compile=cfg.jit_compile,
-            input_signature=[state_spec, action_spec, vector_spec, state_spec, vector_spec])
+            input_signature=[state_spec, action_spec, vector_spec, state_spec, vector_spec,
+                             flag_spec])
+
+    def _critic_variables(self):
+        """Return the trainable variables of the critic(s), one optimiser for both."""
+        variables = list(self.critic.trainable_variables)
+        if self.critic2 is not None:
+            variables += self.critic2.trainable_variables
+        return variables
+
+    def _actor_turn(self) -> bool:
+        """Return whether this update also updates the actor and targets (policy_delay)."""
+        return (self.update_count + 1) % self.config.policy_delay == 0
 
     # -- acting -------------------------------------------------------------------------
 
@@ -201,7 +251,7 @@ class DdpgAgent:
         METRIC_NAMES: losses and Q mean before this update, gradient global
         norms before clipping.
         """
-        metrics = self._step(*self._prepare(batch))
+        metrics = self._step(*self._prepare(batch), tf.constant(self._actor_turn()))
         self.update_count += 1
         return {name: float(value) for name, value in metrics.items()}
 
@@ -221,7 +271,8 @@ class DdpgAgent:
             if self.obs_normalizer is not None:
                 self.obs_normalizer.update(batch['state'])
             self.reward_scaler.update(batch['reward'])
-            results.append(self._step(*self._prepare(batch)))
+            results.append(self._step(*self._prepare(batch),
+                                      tf.constant(self._actor_turn())))
             self.update_count += 1
         return {name: np.array([float(r[name]) for r in results], np.float64)
                 for name in METRIC_NAMES}
@@ -237,34 +288,65 @@ class DdpgAgent:
                 reward, np.asarray(next_state, np.float32),
                 np.asarray(batch['done'], np.float32).reshape(-1))
 
-    def _train_step_graph(self, state, action, reward, next_state, done):
-        """One DDPG update (compiled): critic, actor, then soft target updates."""
+    def _td_loss(self, target, q):
+        if self.config.critic_loss == 'huber':
+            error = tf.abs(target - q)
+            delta = self.config.huber_delta
+            quadratic = tf.minimum(error, delta)
+            return tf.reduce_mean(0.5 * tf.square(quadratic) + delta * (error - quadratic))
+        return tf.reduce_mean(tf.square(target - q))
+
+    def _train_step_graph(self, state, action, reward, next_state, done, actor_turn):
+        """One update (compiled): critic(s), then on the actor's turn actor and targets."""
         cfg = self.config
         next_action = self.target_actor(next_state, training=False)
+        if cfg.target_noise > 0:   # target policy smoothing
+            noise = tf.clip_by_value(
+                self._smoothing.normal(tf.shape(next_action)) * cfg.target_noise,
+                -cfg.target_noise_clip, cfg.target_noise_clip)
+            next_action = tf.clip_by_value(next_action + noise, -1.0, 1.0)
         next_q = tf.squeeze(self.target_critic([next_state, next_action], training=False), -1)
+        if self.critic2 is not None:
+            next_q = tf.minimum(next_q, tf.squeeze(
+                self.target_critic2([next_state, next_action], training=False), -1))
         target = tf.stop_gradient(reward + cfg.gamma * (1.0 - done) * next_q)
 
-        critic_vars = self.critic.trainable_variables
+        critic_vars = self._critic_variables()
         with tf.GradientTape() as tape:
             q = tf.squeeze(self.critic([state, action], training=True), -1)
-            critic_loss = tf.reduce_mean(tf.square(target - q))
+            critic_loss = self._td_loss(target, q)
+            if self.critic2 is not None:
+                q2 = tf.squeeze(self.critic2([state, action], training=True), -1)
+                critic_loss = critic_loss + self._td_loss(target, q2)
         critic_grads, critic_norm = clip_gradients(tape.gradient(critic_loss, critic_vars),
                                                    cfg.grad_clip_norm)
         self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
 
         actor_vars = self.actor.trainable_variables
         with tf.GradientTape() as tape:
-            actor_q = self.critic([state, self.actor(state, training=True)], training=False)
-            actor_loss = -tf.reduce_mean(actor_q)
-        actor_grads, actor_norm = clip_gradients(tape.gradient(actor_loss, actor_vars),
-                                                 cfg.grad_clip_norm)
-        self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars))
+            hidden = self._hidden(state, training=True)
+            pre = tf.matmul(hidden, self._action_layer.kernel) + self._action_layer.bias
+            actor_q = self.critic([state, tf.tanh(pre)], training=False)
+            preactivation = tf.reduce_mean(tf.square(pre))
+            actor_loss = -tf.reduce_mean(actor_q) + cfg.preactivation_penalty * preactivation
 
-        soft_update(self.target_critic.weights, self.critic.weights, cfg.tau)
-        soft_update(self.target_actor.weights, self.actor.weights, cfg.tau)
+        def update_actor():
+            grads, norm = clip_gradients(tape.gradient(actor_loss, actor_vars),
+                                         cfg.grad_clip_norm)
+            self.actor_optimizer.apply_gradients(zip(grads, actor_vars))
+            soft_update(self.target_critic.weights, self.critic.weights, cfg.tau)
+            if self.critic2 is not None:
+                soft_update(self.target_critic2.weights, self.critic2.weights, cfg.tau)
+            soft_update(self.target_actor.weights, self.actor.weights, cfg.tau)
+            return norm
+
+        if cfg.policy_delay == 1:
+            actor_norm = update_actor()
+        else:
+            actor_norm = tf.cond(actor_turn, update_actor, lambda: tf.constant(0.0))
         return {'critic_loss': critic_loss, 'actor_loss': actor_loss,
                 'q_mean': tf.reduce_mean(q), 'critic_grad_norm': critic_norm,
-                'actor_grad_norm': actor_norm}
+                'actor_grad_norm': actor_norm, 'preactivation_mean': preactivation}
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -280,6 +362,9 @@ class DdpgAgent:
             self.critic.save(tmp / 'critic.keras')
             self.target_actor.save_weights(tmp / 'target_actor.weights.h5')
             self.target_critic.save_weights(tmp / 'target_critic.weights.h5')
+            if self.critic2 is not None:
+                self.critic2.save(tmp / 'critic2.keras')
+                self.target_critic2.save_weights(tmp / 'target_critic2.weights.h5')
             self._optimizer_checkpoint().write(str(tmp / 'optimizers'))
             arrays = {f'reward_{k}': v for k, v in self.reward_scaler.get_state().items()}
             if self.obs_normalizer is not None:
@@ -290,7 +375,8 @@ class DdpgAgent:
         return write_checkpoint(directory, 'ddpg', {
             'state_dim': self.state_dim, 'action_dim': self.action_dim,
             'config': self.config.to_dict(), 'update_count': self.update_count,
-            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state},
+            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state,
+            'smoothing_state': [int(v) for v in self._smoothing.state.numpy()]},
             write_files)
 
     @classmethod
@@ -303,6 +389,9 @@ class DdpgAgent:
         agent.critic.load_weights(directory / 'critic.keras')
         agent.target_actor.load_weights(directory / 'target_actor.weights.h5')
         agent.target_critic.load_weights(directory / 'target_critic.weights.h5')
+        if agent.critic2 is not None:
+            agent.critic2.load_weights(directory / 'critic2.keras')
+            agent.target_critic2.load_weights(directory / 'target_critic2.weights.h5')
         agent._optimizer_checkpoint().read(str(directory / 'optimizers')).assert_consumed()
         with np.load(directory / 'normalizers.npz', allow_pickle=False) as arrays:
             agent.reward_scaler.set_state(_prefixed(arrays, 'reward_'))
@@ -311,6 +400,8 @@ class DdpgAgent:
         agent.update_count = int(meta['update_count'])
         agent.noise.set_state(meta['noise'])
         agent.rng.bit_generator.state = meta['sampling_rng']
+        if 'smoothing_state' in meta:   # (checkpoints before target smoothing lack it)
+            agent._smoothing.state.assign(np.array(meta['smoothing_state'], np.int64))
         return agent
 
     def _optimizer_checkpoint(self) -> tf.train.Checkpoint:

@@ -23,6 +23,7 @@ process or on a machine of its own), or, in ``offline`` mode, from a Parquet
 pool opened at ``pool_root``.
 """
 
+import dataclasses
 import os
 import sys
 import threading
@@ -42,6 +43,11 @@ from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torqu
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 
 SOURCES = ('auto', 'topic')
+# Agent config fields set from parameters of the same name, where the algorithm's config
+# has them (defaults: those of agents.ddpg.DdpgConfig; grad_clip_norm 0 means None).
+AGENT_OPTIONS = ('grad_clip_norm', 'normalize_rewards', 'critic_loss', 'huber_delta',
+                 'preactivation_penalty', 'twin_critics', 'policy_delay', 'target_noise',
+                 'target_noise_clip')
 
 
 class TrainerNode(TspaceLifecycleNode):
@@ -84,6 +90,20 @@ class TrainerNode(TspaceLifecycleNode):
         d('critic_lr', 1e-3, 'Critic learning rate.', (1e-9, 1.0))
         d('reward_scale', 1.0, 'Rewards are multiplied by this in the TD target.',
           (1e-9, 1e9))
+        d('grad_clip_norm', 0.0, 'Global-norm gradient clip per network (0: off).',
+          (0.0, 1e9))
+        d('normalize_rewards', False, 'Also divide rewards by their running std.')
+        d('critic_loss', 'mse', 'Critic loss: mse or huber.')
+        d('huber_delta', 1.0, 'critic_loss huber: the quadratic zone, Q units.', (1e-9, 1e9))
+        d('preactivation_penalty', 0.0, "Weight of the actor's mean squared pre-tanh "
+          'activation in its loss (keeps it off saturation).', (0.0, 1e6))
+        d('twin_critics', False, 'TD3: two critics, the TD target takes the smaller.')
+        d('policy_delay', 1, 'TD3: actor and targets updated every this many critic updates.',
+          (1, 1000))
+        d('target_noise', 0.0, 'TD3: target policy smoothing noise std (0: off).',
+          (0.0, 10.0))
+        d('target_noise_clip', 0.5, 'TD3: the smoothing noise is clipped to +-this.',
+          (0.0, 10.0))
         d('rdpg_max_length', 0, 'RDPG: steps per sampled episode window (0: whole).',
           (0, 100000))
         d('seed', 0, 'Seed of weights and sampling.', (0, 2**31 - 1))
@@ -159,7 +179,14 @@ class TrainerNode(TspaceLifecycleNode):
                   'actor_lr': self._p('actor_lr'), 'critic_lr': self._p('critic_lr'),
                   'reward_scale': self._p('reward_scale'),
                   'batch_size': self._p('batch_size'), 'seed': self._p('seed')}
-        agent_config = DdpgConfig(**common) if algorithm == 'ddpg' else RdpgConfig(**common)
+        config_type = DdpgConfig if algorithm == 'ddpg' else RdpgConfig
+        fields = {f.name for f in dataclasses.fields(config_type)}
+        for name in AGENT_OPTIONS:   # the stabilisers and TD3's options, where it has them
+            if name in fields:
+                common[name] = self._p(name)
+        if common.get('grad_clip_norm') == 0.0:
+            common['grad_clip_norm'] = None
+        agent_config = config_type(**common)
         config = TrainerConfig(
             algorithm=algorithm, mode=self._p('mode'),
             updates_per_episode=self._p('updates_per_episode'),
