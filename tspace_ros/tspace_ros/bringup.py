@@ -363,8 +363,8 @@ def main(argv=None) -> int:
 def _run(args, run_dir: pathlib.Path, stamp) -> int:
     import rclpy
 
-    from tspace_ros.suite import (config_path, load_node_parameters, params_file_path,
-                                  parse_overrides, Suite)
+    from tspace_ros.suite import (config_path, link_params_path, LINKS, load_parameter_files,
+                                  params_file_path, parse_overrides, Suite)
     from tspace_ros.training.report import write_map_yaml, write_report
     from tspace_ros.vehicle import drive_cycle, load_vehicle_parameters, VehicleSimulation
     cycle = drive_cycle(args.cycle)
@@ -387,12 +387,15 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
 
     start_ns = int(stamp.timestamp()) * 1_000_000_000
     start_utc = datetime.datetime.fromtimestamp(start_ns / 1e9, datetime.timezone.utc)
-    countdown_s = float(load_node_parameters(params_file_path())['can_bridge'].get(
-        'episode_countdown_s', 3.0))
+    # The bridge's settings: the suite's file and the link's layer (as the Suite reads them).
+    bridge = load_parameter_files([params_file_path(), link_params_path(args.link)]).get(
+        LINKS[args.link], {})
+    countdown_s = float(bridge.get('episode_countdown_s', 3.0))
     overrides = parse_overrides(args.param)
     world = van = None
     if args.link == 'cloud':
-        world = _cloud_world(args, cycle, params, start_utc, run_dir)
+        world = _cloud_world(args, cycle, params, start_utc, run_dir,
+                             str(bridge.get('driver_id', 'driver0')))
         van = CloudVan(world)
         # The link polls on the wall: every 2 s of driving at the asked real-time factor.
         poll_s = min(2.0, max(0.05, 2.0 / args.real_time_factor))
@@ -501,12 +504,11 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     return 0 if saving > 0 and tracking_ok else 3
 
 
-def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path):
+def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path, driver: str):
     """Start the simulated cloud of --link cloud; JobError if a server cannot start."""
     from tspace_ros.cloud_world import CloudWorld
     from tspace_ros.servers import ServerError, ServerUnavailable
-    from tspace_ros.suite import (link_params_path, load_parameter_files, params_file_path,
-                                  SuiteConfigError)
+    from tspace_ros.suite import SuiteConfigError
     from tspace_ros.vehicle import VehicleSimulation
     from tspace_ros.vehicle.tbox import cloud_profile, CloudSimConfig
     try:
@@ -517,8 +519,6 @@ def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path):
                                'real_time_factor': args.real_time_factor,
                                'start_utc': start_utc, 'durations_in_vehicle_time': True,
                                'seed': args.seed})
-    driver = str(load_parameter_files([params_file_path(), link_params_path('cloud')]).get(
-        'cloud_bridge', {}).get('driver_id', 'driver0'))
     simulation = VehicleSimulation(params, cycle, repeat_cycle=True)
     try:
         world = CloudWorld(config, driver, args.cloud_signals, log_dir=run_dir / 'logs',

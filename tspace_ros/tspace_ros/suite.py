@@ -135,8 +135,7 @@ class Suite:
         ``cloud_url`` from the parameters; the van, if simulated, is the telematics
         cloud's, outside the suite: simulate must be False).
         """
-        if link not in LINKS:
-            raise SuiteConfigError(f'link must be one of {sorted(LINKS)}, got {link!r}')
+        link_file = link_params_path(link)   # SuiteConfigError for an unknown link
         if link == 'cloud' and simulate:
             raise SuiteConfigError("link cloud: the van is the telematics cloud's "
                                    '(simulate=False)')
@@ -145,7 +144,7 @@ class Suite:
             list(params_file or [])
         files = files or [params_file_path()]
         # The link's layer (config/links/<link>.yaml) right after the suite's own file.
-        files = files[:1] + [link_params_path(link)] + files[1:]
+        files = files[:1] + [link_file] + files[1:]
         params = load_parameter_files(files)
         overrides = overrides or {}
         known = set(SUITE_NODES) | {'vehicle_sim', 'lifecycle_manager', 'recorder',

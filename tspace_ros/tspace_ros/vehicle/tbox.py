@@ -380,8 +380,7 @@ class TelematicsVan:
 
     def vehicle_time_s(self) -> float:
         """Return the van's own clock (UTC s): it runs real_time_factor times the wall's."""
-        with self._lock:
-            return self._start_utc.timestamp() + self.sim.t_s + self.config.clock_skew_s
+        return self.true_time_s() + self.config.clock_skew_s
 
     def state(self) -> Dict[str, Any]:
         """Return what the van does now (for the status endpoint and tests)."""
