@@ -26,7 +26,7 @@ COMMON_ARGUMENTS = {
     'namespace': ('SIMVAN00000000001', "Namespace of the vehicle's nodes (its VIN)."),
     'vehicle_id': ('SIMVAN00000000001', 'Vehicle id (VIN) stamped on the data.'),
     'driver': ('driver0', 'Driver id stamped on the data.'),
-    'algorithm': ('ddpg', 'ddpg or rdpg.'),
+    'algorithm': ('ddpg', 'ddpg, td3 or rdpg (the registry: tspace_ros.agents.registry).'),
     'mode': ('train', 'train (exploration and training) or infer (deterministic).'),
     'storage_backend': ('parquet', 'parquet or mongodb (URI from TSPACE_MONGODB_URI).'),
     'storage_root': ('pool', 'Parquet pool directory.'),

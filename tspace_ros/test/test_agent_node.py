@@ -220,7 +220,7 @@ def test_wrong_settings_fail_configure_with_their_names(tmp_path):
         assert not node.transition(Transition.TRANSITION_CONFIGURE)
         assert process.wait(0.0) is None
     output = process.output()
-    assert "algorithm must be one of ('ddpg', 'rdpg'), got 'ppo'" in output
+    assert "algorithm must be one of ('ddpg', 'td3', 'rdpg'), got 'ppo'" in output
     assert "mode must be one of ('train', 'infer'), got 'explore'" in output
 
 

@@ -409,3 +409,28 @@ def test_training_log_without_a_directory_writes_nothing(tmp_path):
     log.torque_map('learned', default, 0, default_map=default)
     log.close()
     assert not log.enabled and list(tmp_path.iterdir()) == []
+
+
+def test_td3_from_the_registry_trains_publishes_and_resumes_as_td3(tmp_path):
+    """algorithm td3: DDPG's agent with TD3's options, blobs named td3, a td3 checkpoint."""
+    from tspace_ros.agents import registry
+    config = registry.get('td3').make_config(TINY_DDPG)
+    published = []
+    trainer = TrainerCore(TrainerConfig(algorithm='td3', mode='offline', publish_every=1000),
+                          STATE_DIM, ACTION_DIM, config, checkpoint_dir=tmp_path / 'ckpt',
+                          publish=published.append)
+    assert TrainerConfig(algorithm='td3').min_samples == 1000
+    agent = trainer.agent
+    assert agent.config.twin_critics and agent.config.policy_delay == 2
+    assert agent.critic2 is not None
+    trainer.set_source(filled_replay(200))
+    trainer.train(4)
+    assert published[-1].algorithm == 'td3' and published[-1].version == 4
+    PolicyBlob.from_bytes(published[-1].to_bytes()).verify(algorithm='td3')
+    trainer.close()
+    with pytest.raises(ValueError, match="algorithm 'td3', the trainer 'ddpg'"):
+        ddpg_trainer(tmp_path, checkpoint=True, mode='offline')
+    resumed = TrainerCore(TrainerConfig(algorithm='td3', mode='offline'), STATE_DIM,
+                          ACTION_DIM, checkpoint_dir=tmp_path / 'ckpt')
+    assert resumed.update_count == 4 and resumed.agent.config.twin_critics
+    resumed.close()

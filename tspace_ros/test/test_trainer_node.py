@@ -9,6 +9,7 @@ checkpoint directory resumes from it.
 
 from lifecycle_msgs.msg import Transition as LifecycleTransition
 import numpy as np
+import pytest
 from ros_test_support import NodeProcess, RosContext, spin_until
 from test_window_source_lifecycle import LifecycleDriver
 from tspace_interfaces.msg import PolicyUpdate, TrainerStatus
@@ -85,36 +86,58 @@ def test_offline_mode_without_a_pool_fails_configure_with_the_reason(tmp_path):
     assert "parameter 'pool_root': offline mode needs the pool" in process.output()
 
 
-def test_every_stabiliser_and_td3_option_reaches_the_agent_config(tmp_path):
-    import dataclasses
-
+def test_every_agent_option_reaches_the_agent_config(tmp_path):
     import rclpy
     from rclpy.parameter import Parameter
 
-    from tspace_ros.agents.ddpg import DdpgConfig, TD3_OPTIONS
-    from tspace_ros.nodes.trainer import AGENT_OPTIONS, TrainerNode
+    from tspace_ros.agents import registry
+    from tspace_ros.agents.ddpg import TD3_OPTIONS
+    from tspace_ros.nodes.trainer import TrainerNode
     rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
     try:
-        # The node's defaults are DdpgConfig's (grad_clip_norm 0 standing for None).
-        node = TrainerNode('trainer_defaults', namespace=NS)
-        defaults = {f.name: f.default for f in dataclasses.fields(DdpgConfig)}
-        for name in AGENT_OPTIONS:
-            value = node.get_parameter(name).value
-            assert value == defaults[name] or (name, value, defaults[name]) == \
-                ('grad_clip_norm', 0.0, None), name
-        node.destroy_node()
-        chosen = {**TD3_OPTIONS, 'critic_loss': 'huber', 'huber_delta': 2.0,
+        # Unset options keep each algorithm's defaults: td3's are DDPG's with TD3's on.
+        for name in registry.names():
+            node = TrainerNode(f'trainer_{name}_defaults', namespace=NS,
+                               parameter_overrides=[Parameter('algorithm', value=name)])
+            try:
+                assert node.agent_config() == registry.get(name).default_config()
+            finally:
+                node.destroy_node()
+        assert registry.get('td3').default_config().twin_critics
+        # Every field of every algorithm's config is a parameter (seed: the trainer's own).
+        fields = registry.option_fields()
+        node = TrainerNode('trainer_fields', namespace=NS)
+        try:
+            missing = [name for name in fields if not node.has_parameter(name)]
+            assert missing == []
+        finally:
+            node.destroy_node()
+        # Each one set reaches the config (an int where a number is wanted; 0 is None).
+        chosen = {**TD3_OPTIONS, 'critic_loss': 'huber', 'huber_delta': 2,
                   'preactivation_penalty': 0.01, 'grad_clip_norm': 10.0,
-                  'normalize_rewards': True}
+                  'normalize_rewards': True, 'actor_units': [64, 32], 'observation_clip': 3,
+                  'jit_compile': False, 'critic_final_init': 0, 'noise': 'gaussian'}
         node = TrainerNode('trainer_td3', namespace=NS, parameter_overrides=[
             Parameter(k, value=v) for k, v in chosen.items()])
         try:
             assert node.parameters_valid()
             config = node._build_core().agent.config
-            for name, value in chosen.items():
+            expected = {**chosen, 'actor_units': (64, 32), 'critic_final_init': None}
+            for name, value in expected.items():
                 assert getattr(config, name) == value, name
+            assert isinstance(config.huber_delta, float)
             assert node._build_core().agent.critic2 is not None
         finally:
             node.destroy_node()
+        # A wrong value fails the configure with the option's name, not a traceback.
+        for name, value in (('twin_critics', 'yes'), ('batch_size', 2.5),
+                            ('actor_units', ['a']), ('critic_loss', 'l1')):
+            node = TrainerNode(f'trainer_bad_{name}', namespace=NS,
+                               parameter_overrides=[Parameter(name, value=value)])
+            try:
+                with pytest.raises(ValueError, match=name):
+                    node.agent_config()
+            finally:
+                node.destroy_node()
     finally:
         rclpy.try_shutdown()

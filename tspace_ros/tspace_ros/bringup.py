@@ -44,6 +44,8 @@ import pathlib
 import sys
 import time
 
+from tspace_ros.agents import registry
+
 SPEED_ERROR_BOUND_KPH = 2.0   # RMS speed error the learned map must keep within
 NAMESPACE = 'SIMVAN00000000001'
 
@@ -57,8 +59,9 @@ def parse_args(argv):
     parser.add_argument('--episodes', type=int, default=4,
                         help='training episodes (laps of the cycle) before the evaluation '
                         '(default 4)')
-    parser.add_argument('--algorithm', choices=('ddpg', 'rdpg'), default='ddpg',
-                        help='agent (default ddpg)')
+    parser.add_argument('--algorithm', choices=registry.names(), default='ddpg',
+                        help='agent (default ddpg): ' + '; '.join(
+                            registry.get(name).summary for name in registry.names()))
     parser.add_argument('--cycle', choices=CYCLE_NAMES, default='wltc3b',
                         help='drive cycle (default wltc3b)')
     parser.add_argument('--lap-s', type=float, default=0.0,

@@ -31,106 +31,23 @@ sampling generator states). No pickle. A loaded agent's next updates, actions
 and noise are those the saved one would have produced.
 """
 
-import dataclasses
 import pathlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tspace_ros.agents.checkpoints import read_manifest, write_checkpoint
+from tspace_ros.agents.configs import (  # noqa: F401 (re-exported)
+    CRITIC_LOSSES, DdpgConfig, TD3_OPTIONS)
 from tspace_ros.agents.networks import build_actor, build_critic
-from tspace_ros.agents.noise import make_noise, NOISE_KINDS
+from tspace_ros.agents.noise import make_noise
 from tspace_ros.agents.normalization import ObservationNormalizer, RewardScaler
 from tspace_ros.agents.replay import TransitionSource
 
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm',
                 'preactivation_mean')
-CRITIC_LOSSES = ('mse', 'huber')
-TD3_OPTIONS = {'twin_critics': True, 'policy_delay': 2, 'target_noise': 0.2,
-               'target_noise_clip': 0.5}   # Fujimoto et al. 2018; SB3's TD3 defaults
-_TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
-
-
-@dataclasses.dataclass
-class DdpgConfig:
-    """
-    Every DDPG hyperparameter, with tspace's value where it had one.
-
-    The batch size is 256, not tspace's 4: a TD target and a policy gradient
-    averaged over 4 samples are so noisy that each update moves the networks
-    mostly at random, while an update of 256 costs only about 2.5 times one of
-    4 on a 2-core CPU (1.7 vs 4.5 ms: fixed per-update overhead dominates small
-    batches), so 256 gives about 25 times the gradient signal per second. It is
-    also what TD3/SAC/CleanRL use for continuous control. The rest of tspace's
-    settings are kept: gamma 0.99, tau 0.005, both learning rates 1e-3, its
-    network shapes and OU noise (sigma 0.2, theta 0.15, dt 0.01). Observation
-    normalisation is off by default: ``vehicle_policy.StateBuilder`` already
-    scales each signal to about [0, 1].
-    """
-
-    gamma: float = 0.99                     # discount per step
-    tau: float = 0.005                      # soft target update rate per update
-    actor_lr: float = 1e-3                  # Adam learning rate of the actor (tspace)
-    critic_lr: float = 1e-3                 # Adam learning rate of the critic (tspace)
-    batch_size: int = 256                   # transitions per update (tspace: 4; see above)
-    grad_clip_norm: Optional[float] = None  # global-norm clip per network; None: no clipping
-    actor_units: Tuple[int, ...] = (256, 256)         # actor hidden layers (ReLU)
-    actor_final_init: float = 3e-3                    # tanh layer kernel uniform in +-this
-    critic_state_units: Tuple[int, ...] = (16, 32)    # critic state branch (ReLU)
-    critic_action_units: Tuple[int, ...] = (32,)      # critic action branch (ReLU)
-    critic_units: Tuple[int, ...] = (256, 256)        # critic layers after the concat (ReLU)
-    critic_final_init: Optional[float] = None         # Q layer kernel +-this; None: Glorot
-    noise: str = 'ou'                       # exploration noise: 'ou' or 'gaussian'
-    noise_sigma: float = 0.2                # noise scale in action units ([-1, 1])
-    ou_theta: float = 0.15                  # OU mean reversion rate
-    ou_dt: float = 0.01                     # OU time step
-    normalize_observations: bool = False    # standardise states with running statistics
-    observation_clip: float = 5.0           # clip standardised states to +-this
-    reward_scale: float = 1.0               # rewards are multiplied by this in the TD target
-    normalize_rewards: bool = False         # also divide rewards by their running std
-    jit_compile: bool = False               # compile the update with XLA
-    critic_loss: str = 'mse'                # 'mse' or 'huber' (delta huber_delta)
-    huber_delta: float = 1.0                # the Huber loss's quadratic zone, in Q units
-    preactivation_penalty: float = 0.0      # weight of mean(pre-tanh^2) in the actor loss
-    twin_critics: bool = False              # TD3: two critics, min of the target Qs
-    policy_delay: int = 1                   # TD3: actor and targets every N critic updates
-    target_noise: float = 0.0               # TD3: target policy smoothing noise std
-    target_noise_clip: float = 0.5          # TD3: the smoothing noise clipped to +-this
-    seed: int = 0                           # seeds initial weights, noise and batch sampling
-
-    def __post_init__(self):
-        """Check ranges; turn list fields (from JSON) back into tuples."""
-        for name in _TUPLE_FIELDS:
-            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
-        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
-            raise ValueError('learning rates and batch_size must be positive')
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise ValueError('grad_clip_norm must be positive or None')
-        if self.critic_loss not in CRITIC_LOSSES:
-            raise ValueError(f'critic_loss must be one of {CRITIC_LOSSES}, got '
-                             f'{self.critic_loss!r}')
-        if self.huber_delta <= 0 or self.preactivation_penalty < 0 or \
-                self.target_noise < 0 or self.target_noise_clip < 0:
-            raise ValueError('huber_delta must be positive; preactivation_penalty, '
-                             'target_noise and target_noise_clip >= 0')
-        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
-            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
-        self.policy_delay = int(self.policy_delay)
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Return the config as JSON-able values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> 'DdpgConfig':
-        """Build a config from ``to_dict`` output (unknown keys are an error)."""
-        return cls(**values)
 
 
 class DdpgAgent:

@@ -6,8 +6,8 @@ with it and must not import TensorFlow. Nothing here ever unpickles.
 
 A ``PolicyBlob`` is what ``tspace_interfaces/msg/PolicyUpdate`` carries:
 
-- ``algorithm`` ('ddpg' or 'rdpg'), ``version`` (int >= 0, the trainer's update
-  count), ``state_dim`` and ``action_dim``;
+- ``algorithm`` (a registered algorithm: ``agents.registry``), ``version``
+  (int >= 0, the trainer's update count), ``state_dim`` and ``action_dim``;
 - ``weights``: an ordered list of named float32 arrays (the Keras weights in
   ``model.weights`` order), serialized as ``format`` 'npz';
 - ``metadata``: free JSON values (network sizes, ...) and top-level numeric numpy
@@ -39,7 +39,8 @@ import zipfile
 
 import numpy as np
 
-ALGORITHMS = ('ddpg', 'rdpg')
+from tspace_ros.agents import registry
+
 WEIGHTS_FORMAT = 'npz'
 MODEL_FORMAT_TFLITE = 'tflite'
 MODEL_FORMATS = ('', MODEL_FORMAT_TFLITE)
@@ -92,9 +93,9 @@ def _check_uint(value: Any, what: str, minimum: int, maximum: int) -> int:
 
 
 def _check_algorithm(algorithm: Any) -> str:
-    """Return algorithm if it is one of ALGORITHMS, else raise PolicyError."""
-    if algorithm not in ALGORITHMS:
-        raise PolicyError(f'algorithm must be one of {ALGORITHMS}, got {algorithm!r}')
+    """Return algorithm if it is a registered algorithm, else raise PolicyError."""
+    if not isinstance(algorithm, str) or algorithm not in registry.names():
+        raise PolicyError(f'algorithm must be one of {registry.names()}, got {algorithm!r}')
     return algorithm
 
 

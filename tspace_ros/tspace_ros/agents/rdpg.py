@@ -59,7 +59,6 @@ deterministic. Checkpoints are directories in Keras' own format: one
 states). No pickle.
 """
 
-import dataclasses
 import pathlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -68,87 +67,13 @@ import numpy as np
 import tensorflow as tf
 
 from tspace_ros.agents.checkpoints import read_manifest, write_checkpoint
+from tspace_ros.agents.configs import (  # noqa: F401 (re-exported)
+    ACTOR_FINAL_INIT_LIMIT, RdpgConfig)
 from tspace_ros.agents.ddpg import clip_gradients, soft_update
 from tspace_ros.agents.episode_buffer import EpisodeSource
-from tspace_ros.agents.noise import make_noise, NOISE_KINDS
+from tspace_ros.agents.noise import make_noise
 
 METRIC_NAMES = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
-# tspace's (and the DDPG paper's) final-layer initialisation range of the actor.
-ACTOR_FINAL_INIT_LIMIT = 3e-3
-_TUPLE_FIELDS = ('actor_lstm_units', 'critic_lstm_units', 'critic_head_units')
-
-
-@dataclasses.dataclass
-class RdpgConfig:
-    """
-    Every RDPG hyperparameter, with tspace's value where it had one.
-
-    A batch is ``batch_size`` whole episodes (tspace: 4). 16 episodes of up to
-    200 steps give each update several thousand TD errors, enough to average
-    out the noise of single episodes, at a cost a trainer's CPU takes in
-    seconds. The actor's learning rate is 1e-4 (the DDPG paper's), below
-    tspace's 1e-3, a conservative choice for two 256-unit LSTMs trained over
-    200-step windows (the Pendulum bench, 64 units and 10-step windows, uses
-    1e-3).
-    ``max_sequence_length`` None trains on whole episodes; a number trains on
-    random windows of at most that many steps that start from the zero state.
-    """
-
-    gamma: float = 0.99                     # discount per step
-    tau: float = 0.005                      # soft target update rate per update
-    actor_lr: float = 1e-4                  # Adam learning rate of the actor
-    critic_lr: float = 1e-3                 # Adam learning rate of the critic (tspace)
-    batch_size: int = 16                    # episodes per batch (tspace: 4; see above)
-    tbptt_k1: int = 200                     # steps between updates (tspace: 200)
-    tbptt_k2: int = 200                     # steps back-propagated per update (tspace: 200)
-    max_sequence_length: Optional[int] = None  # crop longer episodes to windows of this
-    grad_clip_norm: Optional[float] = None  # global-norm clip per network; None: no clipping
-    actor_dense_units: int = 256            # actor Dense (ReLU) before the LSTMs
-    actor_lstm_units: Tuple[int, ...] = (256, 256)     # actor LSTM layers
-    actor_final_init: float = ACTOR_FINAL_INIT_LIMIT   # tanh layer kernel uniform in +-this
-    critic_dense_units: int = 256           # critic Dense (ReLU) before the LSTMs
-    critic_lstm_units: Tuple[int, ...] = (256, 256)    # critic LSTM layers (history encoder)
-    critic_head_units: Tuple[int, ...] = (256, 256)    # critic layers on [encoding, action]
-    noise: str = 'ou'                       # exploration noise: 'ou' or 'gaussian'
-    noise_sigma: float = 0.2                # noise scale in action units ([-1, 1])
-    ou_theta: float = 0.15                  # OU mean reversion rate
-    ou_dt: float = 0.01                     # OU time step
-    reward_scale: float = 1.0               # rewards are multiplied by this in the TD target
-    seed: int = 0                           # seeds initial weights, noise and batch sampling
-
-    def __post_init__(self):
-        """Check ranges; turn list fields (from JSON) back into tuples."""
-        for name in _TUPLE_FIELDS:
-            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
-        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
-            raise ValueError('learning rates and batch_size must be positive')
-        if not 1 <= self.tbptt_k1 <= self.tbptt_k2:
-            raise ValueError(f'need 1 <= tbptt_k1 <= tbptt_k2, got {self.tbptt_k1}, '
-                             f'{self.tbptt_k2}')
-        if self.max_sequence_length is not None and self.max_sequence_length < 1:
-            raise ValueError('max_sequence_length must be positive or None')
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise ValueError('grad_clip_norm must be positive or None')
-        if not self.actor_lstm_units or not self.critic_lstm_units:
-            raise ValueError('actor and critic need at least one LSTM layer')
-        if min(self.actor_lstm_units + self.critic_lstm_units + self.critic_head_units
-               + (self.actor_dense_units, self.critic_dense_units)) < 1:
-            raise ValueError('layer sizes must be positive')
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Return the config as JSON-able values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> 'RdpgConfig':
-        """Build a config from ``to_dict`` output (unknown keys are an error)."""
-        return cls(**values)
-
-
 # -- networks ---------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from tspace_interfaces.action import FlashTorqueMap
 from tspace_interfaces.msg import (AgentAction, ObservationWindow, PolicyUpdate,
                                    TorqueMap as TorqueMapMsg)
 
+from tspace_ros.agents import registry
 from tspace_ros.agents.litert import LiteRtActor, LiteRtRecurrentActor
 from tspace_ros.agents.noise import make_noise, NOISE_KINDS
 from tspace_ros.agents.policy_exchange import PolicyBlob, PolicyError
@@ -52,7 +53,6 @@ from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS, 
 from tspace_ros.signals.window import WindowError
 from tspace_ros.torque_map.map import TorqueMap, TorqueMapError
 
-ALGORITHMS = ('ddpg', 'rdpg')
 MODES = ('train', 'infer')
 
 
@@ -63,7 +63,8 @@ class Agent(TspaceLifecycleNode):
         """Declare the parameters; nothing is created before configure."""
         super().__init__(node_name, **kwargs)
         d = self.declare_described
-        d('algorithm', 'ddpg', 'Policy algorithm: ddpg or rdpg.')
+        d('algorithm', 'ddpg', 'Policy algorithm, as the trainer has it: '
+          f'{", ".join(registry.names())}.')
         d('mode', 'infer', 'train (exploration noise on) or infer (deterministic).')
         d('noise', 'gaussian', 'Exploration noise in train mode: gaussian or ou.')
         d('noise_sigma', 0.1, 'Noise standard deviation (action units).', (0.0, 2.0))
@@ -86,7 +87,7 @@ class Agent(TspaceLifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self._param
         problems = [f'{name} must be one of {allowed}, got {p(name)!r}'
-                    for name, allowed in (('algorithm', ALGORITHMS), ('mode', MODES),
+                    for name, allowed in (('algorithm', registry.names()), ('mode', MODES),
                                           ('noise', NOISE_KINDS))
                     if p(name) not in allowed]
         try:
@@ -179,7 +180,8 @@ class Agent(TspaceLifecycleNode):
                     action_dim=self._mapper.action_dim)
         if blob.model_format != 'tflite' or not blob.model:
             raise PolicyError('the policy carries no LiteRT (tflite) model for the vehicle')
-        kind = LiteRtRecurrentActor if self._param('algorithm') == 'rdpg' else LiteRtActor
+        recurrent = registry.get(self._param('algorithm')).recurrent
+        kind = LiteRtRecurrentActor if recurrent else LiteRtActor
         actor = kind(blob.model, state_dim=blob.state_dim, action_dim=blob.action_dim)
         with self._lock:  # between two inferences
             self._actor, self._actor_version = actor, blob.version

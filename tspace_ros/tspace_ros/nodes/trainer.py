@@ -23,7 +23,6 @@ process or on a machine of its own), or, in ``offline`` mode, from a Parquet
 pool opened at ``pool_root``.
 """
 
-import dataclasses
 import os
 import sys
 import threading
@@ -31,11 +30,13 @@ from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from tspace_interfaces.msg import (Episode, EpisodeSummary, PolicyUpdate,
                                    TorqueMap as TorqueMapMsg, TrainerStatus, Transition)
 
+from tspace_ros.agents import registry
 from tspace_ros.nodes.diagnostics import diagnostic_array, OK, WARN
 from tspace_ros.nodes.lifecycle import run_lifecycle_node, TspaceLifecycleNode
 from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torque_map_from_msg,
@@ -43,11 +44,8 @@ from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torqu
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 
 SOURCES = ('auto', 'topic')
-# Agent config fields set from parameters of the same name, where the algorithm's config
-# has them (defaults: those of agents.ddpg.DdpgConfig; grad_clip_norm 0 means None).
-AGENT_OPTIONS = ('grad_clip_norm', 'normalize_rewards', 'critic_loss', 'huber_delta',
-                 'preactivation_penalty', 'twin_critics', 'policy_delay', 'target_noise',
-                 'target_noise_clip')
+# The trainer's seed seeds the agent too: the config field of that name is not a parameter.
+_NOT_OPTIONS = ('seed',)
 
 
 class TrainerNode(TspaceLifecycleNode):
@@ -62,14 +60,14 @@ class TrainerNode(TspaceLifecycleNode):
         """
         super().__init__(node_name, **kwargs)
         d = self.declare_described
-        d('algorithm', 'ddpg', 'ddpg or rdpg.')
+        d('algorithm', 'ddpg', f'One of {", ".join(registry.names())} (agents.registry).')
         d('mode', 'episode', 'episode (train after each stored episode), continuous '
           '(train as samples arrive, within max_update_ratio) or offline.')
         d('updates_per_episode', 0, 'Episode mode: updates per episode (0: ratio x new '
           'samples).', (0, 10**9))
         d('max_update_ratio', 1.0, 'At most this many updates per new sample.', (1e-6, 1e6))
-        d('min_samples', 0, 'Samples before the first update (0: 1000 ddpg, 2 episodes '
-          'rdpg).', (0, 10**9))
+        d('min_samples', 0, "Samples before the first update (0: the algorithm's: 1000 "
+          'transitions for ddpg and td3, 2 episodes for rdpg).', (0, 10**9))
         d('publish_every', 200, 'Updates between policy publications.', (1, 10**9))
         d('checkpoint_every', 2000, 'Updates between checkpoints (0: episode ends only).',
           (0, 10**9))
@@ -83,27 +81,7 @@ class TrainerNode(TspaceLifecycleNode):
         d('vehicles', [], 'Topic source: namespaces of the vehicles whose transitions and '
           'episodes to take ([] = its own namespace).')
         self.declare_task_file()  # the state and action sizes
-        d('batch_size', 256, 'Transitions (ddpg) or episodes (rdpg) per update.', (1, 100000))
-        d('gamma', 0.99, 'Discount per step.', (0.0, 1.0))
-        d('tau', 0.005, 'Soft target update rate.', (1e-6, 1.0))
-        d('actor_lr', 1e-3, 'Actor learning rate.', (1e-9, 1.0))
-        d('critic_lr', 1e-3, 'Critic learning rate.', (1e-9, 1.0))
-        d('reward_scale', 1.0, 'Rewards are multiplied by this in the TD target.',
-          (1e-9, 1e9))
-        d('grad_clip_norm', 0.0, 'Global-norm gradient clip per network (0: off).',
-          (0.0, 1e9))
-        d('normalize_rewards', False, 'Also divide rewards by their running std.')
-        d('critic_loss', 'mse', 'Critic loss: mse or huber.')
-        d('huber_delta', 1.0, 'critic_loss huber: the quadratic zone, Q units.', (1e-9, 1e9))
-        d('preactivation_penalty', 0.0, "Weight of the actor's mean squared pre-tanh "
-          'activation in its loss (keeps it off saturation).', (0.0, 1e6))
-        d('twin_critics', False, 'TD3: two critics, the TD target takes the smaller.')
-        d('policy_delay', 1, 'TD3: actor and targets updated every this many critic updates.',
-          (1, 1000))
-        d('target_noise', 0.0, 'TD3: target policy smoothing noise std (0: off).',
-          (0.0, 10.0))
-        d('target_noise_clip', 0.5, 'TD3: the smoothing noise is clipped to +-this.',
-          (0.0, 10.0))
+        self.declare_agent_options()
         d('rdpg_max_length', 0, 'RDPG: steps per sampled episode window (0: whole).',
           (0, 100000))
         d('seed', 0, 'Seed of weights and sampling.', (0, 2**31 - 1))
@@ -169,24 +147,38 @@ class TrainerNode(TspaceLifecycleNode):
             f'{status["policy_version"]}, {len(source)} samples available')
         return TransitionCallbackReturn.SUCCESS
 
+    def declare_agent_options(self):
+        """
+        Declare a parameter for every field of every registered algorithm's config.
+
+        They are declared without a value: one that is not set keeps the
+        algorithm's own default (``agents.configs``), so no default is typed
+        twice. A value is checked when the agent is built (an int is taken
+        where a number is wanted; 0 is None for an optional field such as
+        grad_clip_norm).
+        """
+        for name, field in registry.option_fields().items():
+            if name in _NOT_OPTIONS:
+                continue
+            none = ' (0: none)' if field.optional else ''
+            self.declare_parameter(name, None, ParameterDescriptor(
+                name=name, dynamic_typing=True,
+                description=f'Agent option{none}: {field.description}; unset: the '
+                'default of the algorithm.'))
+
+    def agent_config(self):
+        """Return the algorithm's config from the option parameters (ValueError if wrong)."""
+        algorithm = registry.get(self._p('algorithm'))
+
+        def option(name):
+            return self._p('seed') if name == 'seed' else self._p(name)
+        return registry.config_from_options(algorithm, option)
+
     def _build_core(self):
-        from tspace_ros.agents.ddpg import DdpgConfig
-        from tspace_ros.agents.rdpg import RdpgConfig
         from tspace_ros.training.trainer import TrainerConfig, TrainerCore
         algorithm = self._p('algorithm')
         task = self.load_task()
-        common = {'gamma': self._p('gamma'), 'tau': self._p('tau'),
-                  'actor_lr': self._p('actor_lr'), 'critic_lr': self._p('critic_lr'),
-                  'reward_scale': self._p('reward_scale'),
-                  'batch_size': self._p('batch_size'), 'seed': self._p('seed')}
-        config_type = DdpgConfig if algorithm == 'ddpg' else RdpgConfig
-        fields = {f.name for f in dataclasses.fields(config_type)}
-        for name in AGENT_OPTIONS:   # the stabilisers and TD3's options, where it has them
-            if name in fields:
-                common[name] = self._p(name)
-        if common.get('grad_clip_norm') == 0.0:
-            common['grad_clip_norm'] = None
-        agent_config = config_type(**common)
+        agent_config = self.agent_config()
         config = TrainerConfig(
             algorithm=algorithm, mode=self._p('mode'),
             updates_per_episode=self._p('updates_per_episode'),
@@ -201,7 +193,7 @@ class TrainerNode(TspaceLifecycleNode):
 
     def _build_source(self, core):
         """Return the sample source for the core (see the module docstring)."""
-        ddpg = self._p('algorithm') == 'ddpg'
+        records = registry.get(self._p('algorithm')).samples == 'records'
         self._buffer = None
         if self._p('sample_source') not in SOURCES:
             raise ValueError(f"parameter 'sample_source': expected one of {SOURCES}, got "
@@ -222,11 +214,11 @@ class TrainerNode(TspaceLifecycleNode):
             from tspace_ros.agents.episode_buffer import EpisodeBuffer
             from tspace_ros.agents.replay import InMemoryReplay
             self._buffer = InMemoryReplay(self._p('buffer_capacity'), core.state_dim,
-                                          core.action_dim) if ddpg else \
+                                          core.action_dim) if records else \
                 EpisodeBuffer(core.state_dim, core.action_dim)
             return self._buffer
         include = core.config.include_timed_out
-        return pool.records_source(include_timed_out=include) if ddpg else \
+        return pool.records_source(include_timed_out=include) if records else \
             pool.episodes_source()
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -293,7 +285,7 @@ class TrainerNode(TspaceLifecycleNode):
             self._last_problem = f'transition rejected: {error}'
             return
         with self._lock:
-            if self._buffer is not None and self._p('algorithm') == 'ddpg' and \
+            if self._buffer is not None and self._core.algorithm.samples == 'records' and \
                     self._core.wants_transition(record):
                 self._buffer.add(record.state, record.action, record.reward,
                                  record.next_state, record.done)
@@ -301,7 +293,8 @@ class TrainerNode(TspaceLifecycleNode):
                 self._core.on_samples(1)
 
     def _on_episode(self, msg: Episode):
-        if not self._active() or self._p('algorithm') != 'rdpg' or not msg.summary.valid:
+        if not self._active() or self._core.algorithm.samples != 'episodes' or \
+                not msg.summary.valid:
             return
         try:
             _, transitions = episode_from_msg(msg)

@@ -1,9 +1,11 @@
 """
 The ROS-free trainer core: when to train, publish policies and checkpoint (imports TF).
 
-A ``TrainerCore`` owns one agent (``DdpgAgent`` or ``RdpgAgent``) and samples
-its batches from a source the caller fills (``set_source``: a
-``TransitionSource`` for DDPG, an ``EpisodeSource`` for RDPG). A node (or an
+A ``TrainerCore`` owns one agent of a registered algorithm
+(``tspace_ros.agents.registry``: DDPG, TD3, RDPG) and samples its batches from
+a source the caller fills (``set_source``: a ``TransitionSource`` for an
+algorithm that samples records, an ``EpisodeSource`` for one that samples
+episodes). A node (or an
 offline job) reports what arrives and the core decides when to train:
 
 - ``mode='episode'``: ``on_episode`` trains after each valid episode,
@@ -57,18 +59,15 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import keras
 import numpy as np
 
-from tspace_ros.agents.ddpg import DdpgAgent, DdpgConfig
+from tspace_ros.agents import registry
 from tspace_ros.agents.episode_buffer import EpisodeBuffer, EpisodeSource
 from tspace_ros.agents.export import weights_to_blob
 from tspace_ros.agents.policy_exchange import PolicyBlob
-from tspace_ros.agents.rdpg import RdpgAgent, RdpgConfig
 from tspace_ros.agents.replay import InMemoryReplay, TransitionSource
 from tspace_ros.episodes.records import EpisodeSummaryRecord, TransitionRecord
 from tspace_ros.training.tensorboard import TrainingLog
 
-ALGORITHMS = ('ddpg', 'rdpg')
 MODES = ('episode', 'continuous', 'offline')
-DEFAULT_MIN_SAMPLES = {'ddpg': 1000, 'rdpg': 2}
 STATE_FILE = 'trainer.json'
 STATE_FORMAT = 1
 METRICS = ('critic_loss', 'actor_loss', 'q_mean', 'critic_grad_norm', 'actor_grad_norm')
@@ -91,12 +90,12 @@ def _integer(name: str, value: Any, minimum: int) -> int:
 class TrainerConfig:
     """When and how much the trainer trains, publishes and checkpoints (see the module doc)."""
 
-    algorithm: str = 'ddpg'                 # 'ddpg' or 'rdpg'
+    algorithm: str = 'ddpg'                 # a registered algorithm (agents.registry)
     mode: str = 'episode'                   # 'episode', 'continuous' or 'offline'
     updates_per_episode: int = 0            # episode mode; 0: ratio x new samples (tspace: 6)
     max_update_ratio: float = 1.0           # at most this many updates per sample seen
     min_samples: Optional[int] = None       # samples in the source before any update;
-    #                                         None: 1000 transitions (ddpg), 2 episodes (rdpg)
+    #                                         None: the algorithm's (ddpg: 1000 transitions)
     publish_every: int = 200                # updates between policy publications
     checkpoint_every: int = 2000            # updates between checkpoints (0: only episode ends)
     export_litert: bool = True              # put the LiteRT (TFLite) model into each blob
@@ -108,8 +107,8 @@ class TrainerConfig:
 
     def __post_init__(self):
         """Fill the algorithm's default min_samples; ValueError naming any bad field."""
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f'TrainerConfig.algorithm must be one of {ALGORITHMS}, '
+        if self.algorithm not in registry.names():
+            raise ValueError(f'TrainerConfig.algorithm must be one of {registry.names()}, '
                              f'got {self.algorithm!r}')
         if self.mode not in MODES:
             raise ValueError(f'TrainerConfig.mode must be one of {MODES}, got {self.mode!r}')
@@ -121,7 +120,7 @@ class TrainerConfig:
                              f'got {ratio!r}')
         self.max_update_ratio = float(ratio)
         if self.min_samples is None:
-            self.min_samples = DEFAULT_MIN_SAMPLES[self.algorithm]
+            self.min_samples = registry.get(self.algorithm).default_min_samples
         self.min_samples = _integer('min_samples', self.min_samples, 1)
         self.publish_every = _integer('publish_every', self.publish_every, 1)
         self.checkpoint_every = _integer('checkpoint_every', self.checkpoint_every, 0)
@@ -152,14 +151,14 @@ class TrainerCore:
 
     ``publish`` receives each new ``PolicyBlob`` (None: blobs are only kept,
     see ``current_blob``). ``log_dir`` None writes no TensorBoard events.
-    ``agent_config`` (a ``DdpgConfig`` or ``RdpgConfig`` matching the
-    algorithm; None: the defaults) is used for a new agent only: a resumed
-    agent keeps its checkpoint's config (``rdpg_max_length`` and nothing else
-    is applied to it).
+    ``agent_config`` (the algorithm's config type, e.g. ``DdpgConfig`` for
+    ddpg and td3; None: the algorithm's defaults) is used for a new agent only:
+    a resumed agent keeps its checkpoint's config (``rdpg_max_length`` and
+    nothing else is applied to it).
     """
 
     def __init__(self, config: TrainerConfig, state_dim: int, action_dim: int,
-                 agent_config: Union[DdpgConfig, RdpgConfig, None] = None,
+                 agent_config: Any = None,
                  checkpoint_dir: Optional[PathLike] = None, log_dir: Optional[PathLike] = None,
                  publish: Optional[Callable[[PolicyBlob], None]] = None):
         if not isinstance(config, TrainerConfig):
@@ -169,7 +168,8 @@ class TrainerCore:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
-        config_type = DdpgConfig if config.algorithm == 'ddpg' else RdpgConfig
+        self.algorithm = registry.get(config.algorithm)
+        config_type = self.algorithm.config_type
         if agent_config is not None and not isinstance(agent_config, config_type):
             raise ValueError(f'agent_config must be a {config_type.__name__} for algorithm '
                              f'{config.algorithm!r}, got {type(agent_config).__name__}')
@@ -198,22 +198,24 @@ class TrainerCore:
         if state is not None:
             self.agent = self._resume(state)
         else:
-            agent_config = agent_config if agent_config is not None else config_type()
+            agent_config = agent_config if agent_config is not None else \
+                self.algorithm.default_config()
             changes = {}
             if config.seed is not None:
                 changes['seed'] = config.seed
-            if config.algorithm == 'rdpg' and config.rdpg_max_length is not None:
-                changes['max_sequence_length'] = config.rdpg_max_length
+            sequence = self.algorithm.sequence_field
+            if sequence is not None and config.rdpg_max_length is not None:
+                changes[sequence] = config.rdpg_max_length
             agent_config = dataclasses.replace(agent_config, **changes)
-            agent_type = DdpgAgent if config.algorithm == 'ddpg' else RdpgAgent
-            self.agent = agent_type(self.state_dim, self.action_dim, agent_config)
+            self.agent = self.algorithm.agent_type()(self.state_dim, self.action_dim,
+                                                     agent_config)
         self.log = TrainingLog(log_dir)
 
     # -- input --------------------------------------------------------------------------
 
     def set_source(self, source) -> None:
-        """Set where batches come from: a TransitionSource (ddpg) or an EpisodeSource (rdpg)."""
-        if self.config.algorithm == 'ddpg':
+        """Set where batches come from: a TransitionSource (records) or an EpisodeSource."""
+        if self.algorithm.samples == 'records':
             wrong = not isinstance(source, TransitionSource) or isinstance(source, EpisodeBuffer)
             expected = 'a TransitionSource'
         else:
@@ -277,7 +279,7 @@ class TrainerCore:
             return None
         new = self._samples_since_episode
         if new == 0:
-            if self.config.algorithm == 'rdpg':
+            if self.algorithm.samples == 'episodes':
                 new = 1
             else:
                 timed_out = 0 if self.config.include_timed_out else summary.timed_out_steps
@@ -388,7 +390,7 @@ class TrainerCore:
         metadata: Dict[str, Any] = {'config': agent.config.to_dict(),
                                     'update_count': self.update_count}
         inference = None
-        if cfg.algorithm == 'rdpg':
+        if self.algorithm.recurrent:
             inference = agent.step_actor if cfg.export_litert else None
         else:
             if agent.obs_normalizer is not None:
@@ -497,10 +499,10 @@ class TrainerCore:
     def _resume(self, state: Dict[str, Any]):
         """Load the agent and restore the counters from a trainer state; return the agent."""
         directory = self.checkpoint_dir / state['agent_checkpoint']
-        agent_type = DdpgAgent if self.config.algorithm == 'ddpg' else RdpgAgent
-        agent = agent_type.load_checkpoint(directory)
-        if self.config.algorithm == 'rdpg' and self.config.rdpg_max_length is not None:
-            agent.config.max_sequence_length = self.config.rdpg_max_length
+        agent = self.algorithm.agent_type().load_checkpoint(directory)
+        sequence = self.algorithm.sequence_field
+        if sequence is not None and self.config.rdpg_max_length is not None:
+            setattr(agent.config, sequence, self.config.rdpg_max_length)
         self.update_count = int(state['update_count'])
         self.policy_version = int(state['policy_version'])
         self.samples_seen = int(state['samples_seen'])
@@ -545,7 +547,7 @@ def _json_safe(value):
     return value
 
 
-def _normalization(agent: DdpgAgent):
+def _normalization(agent):
     """
     Return (mean, scale, clip) of the agent's state normaliser as ``act`` applies it.
 
@@ -563,7 +565,7 @@ def _normalization(agent: DdpgAgent):
     return mean.astype(np.float32), scale.astype(np.float32), clip
 
 
-def _normalized_actor(agent: DdpgAgent, mean, scale, clip: Optional[float]) -> keras.Model:
+def _normalized_actor(agent, mean, scale, clip: Optional[float]) -> keras.Model:
     """Return state -> action with the state normalisation built in (for LiteRT)."""
     state = keras.Input(shape=(agent.state_dim,), name='state')
     x = (state - mean) * scale
