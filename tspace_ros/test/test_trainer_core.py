@@ -412,7 +412,7 @@ def test_training_log_without_a_directory_writes_nothing(tmp_path):
 
 
 def test_td3_from_the_registry_trains_publishes_and_resumes_as_td3(tmp_path):
-    """algorithm td3: DDPG's agent with TD3's options, blobs named td3, a td3 checkpoint."""
+    """Train td3: DDPG's agent with TD3's options, blobs named td3, a td3 checkpoint."""
     from tspace_ros.agents import registry
     config = registry.get('td3').make_config(TINY_DDPG)
     published = []
