@@ -399,10 +399,52 @@ def test_speed_tracking_and_action_terms():
     assert 'target_speed' in c.stats()['last_problem']
 
 
+def test_jerk_term_is_minus_weight_times_mean_squared_jerk_over_the_joined_windows():
+    w0 = window(0)
+    spike = np.zeros(N)
+    spike[10] = 3.6  # one sample 1 m/s up: second differences 1, -2, 1 m/s
+    config = RewardConfig(jerk_weight=0.001)
+    reward, _, terms = config.compute([window(1, speed=spike)], w0, np.zeros(ACTION_DIM))
+    expected = (1 + 4 + 1) * RATE ** 4 / (N - 2)  # (m/s^3)^2, jerk = second diff x rate^2
+    assert terms['jerk'] == pytest.approx(-0.001 * expected, rel=1e-6)  # float32 samples
+    assert reward == pytest.approx(sum(terms.values()))
+    # Constant acceleration across two windows joined in order: no jerk at all.
+    ramp = np.arange(2 * N) * 0.5
+    ws = [window(1, speed=ramp[:N]), window(2, speed=ramp[N:])]
+    _, _, terms = config.compute(ws, w0, np.zeros(ACTION_DIM))
+    assert terms['jerk'] == pytest.approx(0.0, abs=1e-6)
+    # Too few samples: no term, the reason noted.
+    notes = []
+    _, _, terms = config.compute([window(1, samples=2)], w0, np.zeros(ACTION_DIM), notes)
+    assert 'jerk' not in terms and 'jerk term left out' in notes[0]
+    # Off by default.
+    assert set(RewardConfig().compute([window(1, speed=spike)], w0, [0.0])[2]) == {'energy'}
+
+
+def test_band_term_is_minus_weight_times_the_seconds_outside_the_band():
+    w0 = window(0, target=36.0)
+    speed = np.full(N, 36.0)
+    speed[:5] = 38.5   # 2.5 km/h fast: outside +-2
+    speed[5:8] = 34.1  # 1.9 km/h slow: inside +-2, outside +-1.5
+    config = RewardConfig(band_weight=3.0)
+    reward, _, terms = config.compute([window(1, speed=speed, target=36.0)], w0,
+                                      np.zeros(ACTION_DIM))
+    assert terms['band'] == pytest.approx(-3.0 * 5 / RATE)
+    assert reward == pytest.approx(terms['energy'] + terms['band'])
+    narrow = RewardConfig(band_weight=3.0, band_kph=1.5)
+    _, _, terms = narrow.compute([window(1, speed=speed, target=36.0)], w0, np.zeros(ACTION_DIM))
+    assert terms['band'] == pytest.approx(-3.0 * 8 / RATE)
+    notes = []
+    _, _, terms = config.compute([window(1, speed=speed)], w0, np.zeros(ACTION_DIM), notes)
+    assert 'band' not in terms and "'target_speed'" in notes[0] and 'band term' in notes[0]
+
+
 @pytest.mark.parametrize('field, value', [
     ('kinetic_energy_mass_kg', -1.0), ('kinetic_energy_mass_kg', float('nan')),
     ('shaping_gamma', 1.5), ('shaping_gamma', -0.1), ('speed_tracking_weight', -0.1),
-    ('action_weight', float('inf')), ('speed_signal', ''), ('action_weight', 'x')])
+    ('action_weight', float('inf')), ('speed_signal', ''), ('action_weight', 'x'),
+    ('jerk_weight', -1.0), ('jerk_weight', float('nan')), ('band_weight', -0.5),
+    ('band_weight', True), ('band_kph', 0.0), ('band_kph', -2.0), ('band_kph', float('inf'))])
 def test_reward_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=field):
         RewardConfig(**{field: value})

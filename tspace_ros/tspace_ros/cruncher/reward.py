@@ -20,6 +20,20 @@ The terms, each a contribution that is added to the reward:
   unit) gets no such term; the reason is appended to ``notes``.
 - ``action`` (``action_weight`` > 0): minus weight x the squared L2 norm of the
   action (a zero action, as for a timed-out step, costs nothing).
+- ``jerk`` (``jerk_weight`` > 0), a drivability term: minus weight x the mean
+  squared jerk, (m/s^3)^2, of the speed signal over the step's samples (the
+  windows joined in order; jerk is the second difference of the speed in m/s
+  times the sample rate squared). A map that makes the pedal sharper or jerkier
+  costs here. Differentiating twice amplifies measurement noise (white noise
+  of s km/h adds about 6 (s / 3.6)^2 rate^4 to the mean): weigh it with
+  noisy signals in mind. A step with fewer than 3 samples, or the speed in
+  another unit, gets no such term; the reason is appended to ``notes``.
+- ``band`` (``band_weight`` > 0), a drivability term: minus weight x the
+  seconds the speed is outside +-``band_kph`` (default 2 km/h, the WLTP speed
+  tolerance) of the target speed signal over the step's samples (samples
+  outside / sample rate). Missing target: no term, as for ``speed_tracking``.
+
+Both drivability terms are off by default (weight 0).
 
 Numpy only.
 """
@@ -52,6 +66,12 @@ class RewardConfig:
         Penalty per (km/h)^2 of mean squared speed error (0: off).
     action_weight:
         Penalty per unit of squared action norm (0: off).
+    jerk_weight:
+        Penalty per (m/s^3)^2 of mean squared jerk of the speed (0: off).
+    band_weight:
+        Penalty per second outside the speed band around the target (0: off).
+    band_kph:
+        Half-width of that band, km/h (> 0; 2.0: the WLTP tolerance).
     current_signal, voltage_signal:
         Battery current (A) and voltage (V) signals for the energy.
     speed_signal, target_speed_signal:
@@ -63,6 +83,9 @@ class RewardConfig:
     shaping_gamma: float = 0.99
     speed_tracking_weight: float = 0.0
     action_weight: float = 0.0
+    jerk_weight: float = 0.0
+    band_weight: float = 0.0
+    band_kph: float = 2.0
     current_signal: str = 'current'
     voltage_signal: str = 'voltage'
     speed_signal: str = 'speed'
@@ -70,10 +93,14 @@ class RewardConfig:
 
     def __post_init__(self):
         """Reject values that cannot make a reward: ValueError naming the field."""
-        for name in ('kinetic_energy_mass_kg', 'speed_tracking_weight', 'action_weight'):
+        for name in ('kinetic_energy_mass_kg', 'speed_tracking_weight', 'action_weight',
+                     'jerk_weight', 'band_weight'):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f'{name} must be a finite number >= 0, got {value!r}')
+        band = self.band_kph
+        if not _is_number(band) or not math.isfinite(band) or band <= 0:
+            raise ValueError(f'band_kph must be a finite number > 0, got {band!r}')
         gamma = self.shaping_gamma
         if not _is_number(gamma) or not 0.0 <= gamma <= 1.0:
             raise ValueError(f'shaping_gamma must be in [0, 1], got {gamma!r}')
@@ -125,24 +152,69 @@ class RewardConfig:
         if self.action_weight > 0:
             values = np.asarray(action, dtype=np.float64).reshape(-1)
             terms['action'] = -self.action_weight * float(np.dot(values, values))
+        if self.jerk_weight > 0:
+            jerk, problem = self._mean_squared_jerk(windows_of_step)
+            if problem:
+                if notes is not None:
+                    notes.append(problem)
+            else:
+                terms['jerk'] = -self.jerk_weight * jerk
+        if self.band_weight > 0:
+            seconds, problem = self._outside_band_s(windows_of_step)
+            if problem:
+                if notes is not None:
+                    notes.append(problem)
+            else:
+                terms['band'] = -self.band_weight * seconds
         return float(sum(terms.values())), float(energy_wh), terms
 
-    def _speed_error(self, windows: Sequence[SignalWindow]) -> Tuple[float, str]:
-        """Return (mean squared speed error (km/h)^2, '') or (0, why it cannot be had)."""
+    def _speed_errors(self, windows: Sequence[SignalWindow],
+                      term: str) -> Tuple[Optional[np.ndarray], str]:
+        """Return (speed - target per sample, km/h; '') or (None, why it cannot be had)."""
         errors = []
         for window in windows:
             for name in (self.speed_signal, self.target_speed_signal):
                 if name not in window.signal_names:
-                    return 0.0, (f'window {window.step_index} has no {name!r} signal: '
-                                 f'speed tracking term left out')
+                    return None, (f'window {window.step_index} has no {name!r} signal: '
+                                  f'{term} term left out')
                 if window.unit(name) != 'km/h':
-                    return 0.0, (f'window {window.step_index} has {name!r} in '
-                                 f'{window.unit(name)!r}, not km/h: speed tracking term '
-                                 f'left out')
+                    return None, (f'window {window.step_index} has {name!r} in '
+                                  f'{window.unit(name)!r}, not km/h: {term} term left out')
             errors.append(window.signal(self.speed_signal).astype(np.float64)
                           - window.signal(self.target_speed_signal))
-        squared = np.square(np.concatenate(errors))
-        return float(squared.mean()), ''
+        return np.concatenate(errors), ''
+
+    def _speed_error(self, windows: Sequence[SignalWindow]) -> Tuple[float, str]:
+        """Return (mean squared speed error (km/h)^2, '') or (0, why it cannot be had)."""
+        errors, problem = self._speed_errors(windows, 'speed tracking')
+        if errors is None:
+            return 0.0, problem
+        return float(np.square(errors).mean()), ''
+
+    def _outside_band_s(self, windows: Sequence[SignalWindow]) -> Tuple[float, str]:
+        """Return (seconds outside +-band_kph of the target, '') or (0, why not)."""
+        errors, problem = self._speed_errors(windows, 'band')
+        if errors is None:
+            return 0.0, problem
+        outside = int(np.count_nonzero(np.abs(errors) > self.band_kph))
+        return outside / float(windows[0].sample_rate_hz), ''
+
+    def _mean_squared_jerk(self, windows: Sequence[SignalWindow]) -> Tuple[float, str]:
+        """Return (mean squared jerk of the speed, (m/s^3)^2, '') or (0, why not)."""
+        speeds = []
+        for window in windows:
+            if self.speed_signal not in window.signal_names or \
+                    window.unit(self.speed_signal) != 'km/h':
+                return 0.0, (f'window {window.step_index} has no {self.speed_signal!r} '
+                             f'signal in km/h: jerk term left out')
+            speeds.append(window.signal(self.speed_signal).astype(np.float64))
+        speed_mps = np.concatenate(speeds) / KPH_PER_MPS
+        if speed_mps.size < 3:
+            return 0.0, (f'window {windows[0].step_index}: {speed_mps.size} speed sample(s), '
+                         f'jerk needs 3: jerk term left out')
+        rate = float(windows[0].sample_rate_hz)
+        jerk = np.diff(speed_mps, n=2) * rate * rate
+        return float(np.square(jerk).mean()), ''
 
 
 def _is_number(value) -> bool:

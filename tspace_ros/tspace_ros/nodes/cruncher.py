@@ -80,6 +80,14 @@ class CruncherNode(TspaceLifecycleNode):
           'Penalty per (km/h)^2 of mean squared speed error (needs a target_speed signal).',
           (0.0, 1e6))
         d('action_weight', 0.0, 'Penalty per unit of squared action norm.', (0.0, 1e6))
+        d('jerk_weight', 0.0,
+          'Drivability: penalty per (m/s^3)^2 of mean squared jerk of the speed; 0: off.',
+          (0.0, 1e6))
+        d('band_weight', 0.0,
+          'Drivability: penalty per second the speed is outside +-band_kph of the target '
+          'speed (needs a target_speed signal); 0: off.', (0.0, 1e6))
+        d('band_kph', 2.0, 'Half-width of the speed band of band_weight, km/h (WLTP: 2).',
+          (0.1, 50.0))
         d('diagnostics_period_s', 1.0, 'How often /diagnostics is published, s.', (0.1, 60.0))
         self._core = None
         self._lock = threading.Lock()
@@ -96,7 +104,10 @@ class CruncherNode(TspaceLifecycleNode):
                 kinetic_energy_mass_kg=p('kinetic_energy_mass_kg').value,
                 shaping_gamma=p('shaping_gamma').value,
                 speed_tracking_weight=p('speed_tracking_weight').value,
-                action_weight=p('action_weight').value)
+                action_weight=p('action_weight').value,
+                jerk_weight=p('jerk_weight').value,
+                band_weight=p('band_weight').value,
+                band_kph=p('band_kph').value)
             config = CruncherConfig.for_task(
                 self.load_task(), reward=reward, max_step_windows=p('max_step_windows').value,
                 keep_timed_out=p('keep_timed_out').value)

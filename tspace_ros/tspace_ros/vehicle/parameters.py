@@ -5,7 +5,8 @@ A vehicle file (``config/vehicles/sim_van.yaml``) has the top-level keys
 ``vehicle_id``, ``default_map`` (a torque map file, relative to the vehicle file)
 and one mapping per component: ``body``, ``driveline``, ``motor``, ``battery``,
 ``brakes``, ``driver`` and ``simulation``. Every value is a plain number in SI
-units or the unit its name ends with. A missing, unknown, non-numeric or
+units or the unit its name ends with (except ``driver.model``, a name: 'pi' or
+'dyno'). A missing, unknown, non-numeric or
 out-of-range value raises a VehicleConfigError that names the file, the key
 (``section.key``) and what was expected. Files are read with safe types only and
 within bounds (size, nesting, no aliases: ``tspace_ros.bounded_yaml``).
@@ -29,6 +30,11 @@ def _number(low: Optional[float] = None, high: Optional[float] = None, *,
     """Declare a numeric parameter with its allowed range (closed unless low_open)."""
     return field(default=default, metadata={'low': low, 'high': high, 'low_open': low_open,
                                             'integer': integer})
+
+
+def _choice(choices: Tuple[str, ...], default=MISSING):
+    """Declare a parameter that is one of a few names."""
+    return field(default=default, metadata={'choices': tuple(choices)})
 
 
 def _table(default=MISSING):
@@ -121,15 +127,23 @@ class BrakeParameters:
     max_pressure_bar: float = _number(0.0, 500.0, low_open=True)
 
 
+DRIVER_MODELS = ('pi', 'dyno')
+"""The driver models: 'pi' (tracks the trace through the inverted map), 'dyno' (test driver)."""
+
+
 @dataclass(frozen=True)
 class DriverParameters:
     """
-    The driver model that follows the drive cycle (see Driver).
+    The driver model that follows the drive cycle (see Driver and DynoDriver).
 
-    ``reaction_time_s`` is the delay with which the driver perceives the
-    van's speed; ``preview_s`` how far ahead the driver reads the speed trace.
-    The gains act on the speed error (m/s) and give an acceleration demand
-    (m/s^2).
+    ``model`` picks it: 'pi' (default) tracks the trace with PI feedback
+    through the inverted CURRENT map; 'dyno' drives like a test driver on a
+    chassis dynamometer, within the cycle's tolerance band, with a pedal
+    response learned on the default map. ``reaction_time_s`` is the delay
+    with which the driver perceives the van's speed; ``preview_s`` how far
+    ahead the driver reads the speed trace. The gains act on the speed error
+    (m/s) and give an acceleration demand (m/s^2). The ``dyno_`` keys are
+    optional and used by the dyno model only (see DynoDriver).
     """
 
     reaction_time_s: float = _number(0.0, 2.0)
@@ -141,6 +155,39 @@ class DriverParameters:
     brake_rate_bar_per_s: float = _number(0.0, 10000.0, low_open=True)
     standstill_brake_bar: float = _number(0.0, 500.0)
     standstill_speed_kph: float = _number(0.0, 10.0)
+    model: str = _choice(DRIVER_MODELS, default='pi')
+    dyno_band_speed_kph: float = _number(0.0, 20.0, low_open=True, default=2.0)
+    dyno_band_time_s: float = _number(0.0, 5.0, default=1.0)
+    dyno_speed_threshold_kph: float = _number(0.0, 10.0, default=1.0)
+    dyno_speed_release_kph: float = _number(0.0, 10.0, default=0.3)
+    dyno_speed_gain_per_s: float = _number(0.0, 50.0, default=0.5)
+    dyno_band_margin_kph: float = _number(0.0, 10.0, default=0.8)
+    dyno_band_gain_per_s: float = _number(0.0, 100.0, default=4.0)
+    dyno_acceleration_jnd_m_s2: float = _number(0.0, 2.0, default=0.08)
+    dyno_weber_fraction: float = _number(0.0, 1.0, default=0.1)
+    dyno_acceleration_filter_s: float = _number(0.0, 5.0, low_open=True, default=0.3)
+    dyno_acceleration_gain: float = _number(0.0, 10.0, default=0.5)
+    dyno_acceleration_limit_m_s2: float = _number(0.0, 5.0, default=0.5)
+    dyno_pedal_time_constant_s: float = _number(0.0, 2.0, default=0.15)
+
+    def __post_init__(self):
+        """Check the model and the dyno model's thresholds: VehicleConfigError naming the key."""
+        check_driver_model(self.model, 'driver.model')
+        if self.dyno_speed_release_kph > self.dyno_speed_threshold_kph:
+            raise VehicleConfigError(
+                f'driver.dyno_speed_release_kph: expected at most dyno_speed_threshold_kph '
+                f'({self.dyno_speed_threshold_kph}), got {self.dyno_speed_release_kph}')
+        if self.dyno_speed_threshold_kph >= self.dyno_band_speed_kph:
+            raise VehicleConfigError(
+                f'driver.dyno_speed_threshold_kph: expected less than dyno_band_speed_kph '
+                f'({self.dyno_band_speed_kph}), got {self.dyno_speed_threshold_kph}')
+
+
+def check_driver_model(model, where: str = 'driver_model') -> str:
+    """Return a known driver model name; VehicleConfigError naming ``where`` otherwise."""
+    if not isinstance(model, str) or model not in DRIVER_MODELS:
+        raise VehicleConfigError(f'{where}: expected one of {list(DRIVER_MODELS)}, got {model!r}')
+    return model
 
 
 @dataclass(frozen=True)
@@ -233,6 +280,12 @@ def _check_table(where: str, value) -> Tuple[float, ...]:
     return tuple(float(v) for v in value)
 
 
+def _check_choice(where: str, value, choices: Tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise VehicleConfigError(f'{where}: expected one of {list(choices)}, got {value!r}')
+    return value
+
+
 def _section(cls, data, name: str, source: str):
     where = f'{source}: {name}'
     if not isinstance(data, dict):
@@ -252,9 +305,14 @@ def _section(cls, data, name: str, source: str):
             raise VehicleConfigError(f'{key}: missing; expected {expected}')
         if spec.metadata.get('table'):
             values[spec.name] = _check_table(key, data[spec.name])
+        elif spec.metadata.get('choices'):
+            values[spec.name] = _check_choice(key, data[spec.name], spec.metadata['choices'])
         else:
             values[spec.name] = _check_number(key, data[spec.name], spec.metadata)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except VehicleConfigError as error:
+        raise VehicleConfigError(f'{source}: {error}') from None
 
 
 def _check_battery_tables(battery: BatteryParameters, source: str) -> None:

@@ -22,11 +22,16 @@ from typing import Dict, List, NamedTuple, Optional, Union
 from tspace_ros.torque_map import TorqueMap
 from tspace_ros.vehicle.cycles import drive_cycle, DriveCycle, SpeedTrace
 from tspace_ros.vehicle.driver import Driver
+from tspace_ros.vehicle.dyno_driver import DynoDriver, ToleranceBand
 from tspace_ros.vehicle.longitudinal import GradeProfile, LongitudinalVehicle
-from tspace_ros.vehicle.parameters import (load_vehicle_parameters, VehicleConfigError,
-                                           VehicleParameters)
+from tspace_ros.vehicle.parameters import (check_driver_model, load_vehicle_parameters,
+                                           VehicleConfigError, VehicleParameters)
 from tspace_ros.vehicle.powertrain import Battery, Driveline, Motor, RPM_PER_RAD_S
 from tspace_ros.vehicle.vcu import Vcu
+
+
+DRIVER_CLASSES = {'pi': Driver, 'dyno': DynoDriver}
+"""The driver class of each ``driver.model`` (see DriverParameters)."""
 
 
 class VehicleSample(NamedTuple):
@@ -65,8 +70,11 @@ class DriveMetrics:
     ``regenerated_wh`` the energy that flowed into the battery);
     ``friction_brake_wh`` the kinetic energy the friction brakes turned into
     heat. Tracking errors compare the speed with the trace's target at the
-    same instant, every physics step within the cycle. ``real_time_factor``
-    is simulated time / wall time spent in ``advance``.
+    same instant, every physics step within the cycle. ``outside_band_s``
+    is the time the speed was outside the cycle's tolerance band (the dyno
+    driver's ToleranceBand, 2 km/h and 1 s by default), checked at every
+    signal sample within the cycle. ``real_time_factor`` is simulated time /
+    wall time spent in ``advance``.
     """
 
     duration_s: float
@@ -82,6 +90,7 @@ class DriveMetrics:
     soc_end: float
     wall_time_s: float
     real_time_factor: float
+    outside_band_s: float = 0.0
 
 
 class VehicleSimulation:
@@ -105,6 +114,9 @@ class VehicleSimulation:
     repeat_cycle:
         Start the cycle again at its end (for endless operation); otherwise
         the last target speed holds and ``finished`` turns true.
+    driver_model:
+        The driver model, 'pi' or 'dyno' (see DriverParameters); None: the
+        parameters' ``driver.model``.
 
     """
 
@@ -113,7 +125,7 @@ class VehicleSimulation:
                  default_map: Optional[TorqueMap] = None,
                  physics_step_s: Optional[float] = None,
                  signal_rate_hz: Optional[float] = None, seed: Optional[int] = None,
-                 repeat_cycle: bool = False):
+                 repeat_cycle: bool = False, driver_model: Optional[str] = None):
         """Assemble the components; nothing is simulated yet (t = 0, van at rest)."""
         sim = params.simulation
         self.params = params
@@ -146,8 +158,13 @@ class VehicleSimulation:
         self.vcu = Vcu(default_map, self.motor, self.driveline)
         if torque_map is not None:
             self.vcu.set_map(torque_map)
-        self.driver = Driver(params.driver, self.trace, self.vehicle, self.vcu, params.brakes,
-                             self.physics_step_s)
+        self.driver_model = check_driver_model(
+            params.driver.model if driver_model is None else driver_model)
+        self.driver = DRIVER_CLASSES[self.driver_model](
+            params.driver, self.trace, self.vehicle, self.vcu, params.brakes,
+            self.physics_step_s)
+        self.band = ToleranceBand(self.trace, params.driver.dyno_band_speed_kph,
+                                  params.driver.dyno_band_time_s)
         if isinstance(grade, GradeProfile):
             self.grade_profile = grade
         else:
@@ -167,6 +184,7 @@ class VehicleSimulation:
         self._error_sq_sum = 0.0
         self._error_max = 0.0
         self._error_count = 0
+        self._outside_band_samples = 0
         self._wall_s = 0.0
 
     @classmethod
@@ -219,6 +237,8 @@ class VehicleSimulation:
                                                   self._friction_j, self._pedal_s)
         error_sq, error_max, error_count = (self._error_sq_sum, self._error_max,
                                             self._error_count)
+        outside_band = self._outside_band_samples
+        band_limits = self.band.limits_m_s
         k = self._step_index
         try:
             for _ in range(n_steps):
@@ -254,6 +274,10 @@ class VehicleSimulation:
                     friction_j += brake_n * 0.5 * (v + v_new) * dt
                 k += 1
                 if k % per_sample == 0:
+                    if k * dt <= tracking_end:
+                        low, high = band_limits(k * dt)
+                        if not low <= v_new <= high:
+                            outside_band += 1
                     sample = VehicleSample(
                         k * dt, v_new * 3.6, pedal, brake_bar, current, voltage, battery.soc,
                         torque, motor_rad_s * RPM_PER_RAD_S, trace.speed_m_s(k * dt) * 3.6)
@@ -265,6 +289,7 @@ class VehicleSimulation:
             self._pedal_s = pedal_s
             self._error_sq_sum, self._error_max = error_sq, error_max
             self._error_count = error_count
+            self._outside_band_samples = outside_band
             self._wall_s += time.perf_counter() - wall_start
         return samples
 
@@ -332,4 +357,5 @@ class VehicleSimulation:
             max_speed_error_kph=self._error_max,
             mean_pedal=self._pedal_s / duration if duration > 0.0 else 0.0,
             soc_start=self._soc_start, soc_end=self.battery.soc, wall_time_s=self._wall_s,
-            real_time_factor=duration / self._wall_s if self._wall_s > 0.0 else math.inf)
+            real_time_factor=duration / self._wall_s if self._wall_s > 0.0 else math.inf,
+            outside_band_s=self._outside_band_samples / self.signal_rate_hz)
