@@ -22,8 +22,9 @@ import sys
 
 from tspace_ros.task.contract import load_task
 from tspace_ros.vehicle import CYCLE_NAMES, drive_cycle, load_vehicle_parameters
-from tspace_ros.vehicle.oracle import (cycle_key, DRIVER_NAME, load_result, OracleCacheError,
+from tspace_ros.vehicle.oracle import (cycle_key, driver_key, load_result, OracleCacheError,
                                        run_oracle, save_result, speed_error_bound_kph)
+from tspace_ros.vehicle.parameters import DRIVER_MODELS
 
 
 def _cycles(text: str):
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
                         help='write the results here as JSON (<vehicle>/<driver>/<cycle>.json)')
     parser.add_argument('--reuse', action='store_true',
                         help='with --cache-dir: print a cached result instead of searching')
+    parser.add_argument('--driver', choices=DRIVER_MODELS, default=None,
+                        help="the simulated driver (default: the vehicle file's)")
     parser.add_argument('--vehicle', default=None, help='vehicle file (default: sim_van)')
     parser.add_argument('--task', default=None, help="task file (default: the sim van's)")
     args = parser.parse_args(argv)
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
         parser.error('--reuse needs --cache-dir')
     params = load_vehicle_parameters(args.vehicle)
     task = load_task(args.task)
-    print(f'oracle: {task.vehicle_id}, driver {DRIVER_NAME}, gate: torque budget '
+    driver = driver_key(params, args.driver)
+    print(f'oracle: {task.vehicle_id}, driver {driver}, gate: torque budget '
           f'{task.torque_budget_nm:g} Nm, upper bound {task.upper_bound:g}; speed error bound '
           f'{speed_error_bound_kph():g} km/h; search budget {args.budget} evaluations per box, '
           f'seed {args.seed}, {args.max_cells} cells', flush=True)
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
             result = None
             if args.reuse:
                 try:
-                    result = load_result(args.cache_dir, task.vehicle_id, key, box=box)
+                    result = load_result(args.cache_dir, task.vehicle_id, key, driver, box)
                 except OracleCacheError as error:
                     print(f'    cache: {error}; searching again', flush=True)
             if result is None:
@@ -116,7 +120,8 @@ def main(argv=None) -> int:
                     params, task, name, args.budget, lap_s=args.lap_s, seed=args.seed,
                     relaxed_factor=args.relax_factor if box == 'relaxed' else None,
                     max_cells=args.max_cells, top_cells=max(args.top, 10),
-                    search_cells=gate.searched_cells if gate is not None else None)
+                    search_cells=gate.searched_cells if gate is not None else None,
+                    driver_model=args.driver)
                 if box == 'relaxed' and gate is not None:
                     result.cells_that_matter = gate.cells_that_matter
                 if args.cache_dir:

@@ -8,6 +8,8 @@ README. Here: everything the run promises is on disk and consistent.
 """
 
 import json
+import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -27,11 +29,13 @@ from tspace_ros.vehicle.parameters import load_torque_map
 def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'tspace_ros.bringup', '--episodes', '2', '--lap-s', '150',
-         '--real-time-factor', '40', '--out', str(tmp_path), '--no-progress', '--record',
+         '--real-time-factor', '40', '--out', str(tmp_path / 'runs'), '--no-progress',
+         '--record', '--driver', 'dyno', '--oracle', 'search', '--oracle-budget', '8',
          '-p', 'trainer.min_samples=20', '-p', 'trainer.batch_size=32'],
-        capture_output=True, text=True, timeout=240)
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, 'TSPACE_ORACLE_CACHE': str(tmp_path / 'oracle')})
     output = result.stdout + result.stderr
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in (tmp_path / 'runs').iterdir() if p.is_dir()]
     summary = json.loads((run_dir / 'summary.json').read_text())
     episodes = json.loads((run_dir / 'episodes.json').read_text())
     # The verdict: exit code 0 exactly when the learned map saves energy within the bound.
@@ -40,6 +44,15 @@ def test_the_main_job_learns_on_laps_and_writes_its_results(tmp_path):
     assert summary['energy_saving'] == pytest.approx(
         1 - summary['learned']['energy_per_km_wh'] / summary['default']['energy_per_km_wh'])
     assert 'learned map' in result.stdout and str(run_dir) in result.stdout
+    # The dyno driver drove, and the oracle on this lap and driver was searched and cached.
+    oracle = summary['oracle']
+    assert summary['driver'] == 'dyno' and oracle['driver'] == 'dyno'
+    assert oracle['status'] == 'searched' and pathlib.Path(oracle['path']).is_file()
+    assert oracle['wh_per_km_default'] == pytest.approx(summary['default']['energy_per_km_wh'],
+                                                        rel=1e-9)
+    if oracle['saving'] > 0:
+        assert oracle['share'] == pytest.approx(summary['energy_saving'] / oracle['saving'])
+        assert f'reached {100 * oracle["share"]:.0f} % of it' in result.stdout
 
     # Two training episodes and the evaluation, each a whole lap with transitions.
     assert [e['kind'] for e in episodes] == ['train', 'train', 'eval']

@@ -95,12 +95,18 @@ def test_the_relaxed_box_is_wider_than_the_gate():
 
 # ---- evaluating ---------------------------------------------------------------------------
 
-def test_the_default_map_evaluates_to_the_simulators_own_figures(evaluator):
-    metrics = VehicleSimulation(PARAMS, LAP, default_map=DEFAULT).run()
+def test_the_default_map_evaluates_to_the_main_jobs_lap_figures(evaluator):
+    # A lap as the main job measures its baseline: a van repeating the cycle, odometer to
+    # odometer over the lap's duration (the learned saving is against this figure).
+    sim = VehicleSimulation(PARAMS, LAP, repeat_cycle=True)
+    reading = sim.odometer()
+    sim.run(LAP.duration_s)
+    metrics = sim.between(reading, sim.odometer())
     figures = evaluate_map(PARAMS, LAP, DEFAULT, DEFAULT)
-    assert figures.energy_per_km_wh == pytest.approx(metrics.energy_per_km_wh, rel=1e-12)
-    assert figures.speed_error_rms_kph == pytest.approx(metrics.rms_speed_error_kph, rel=1e-12)
-    assert figures.distance_km == pytest.approx(metrics.distance_km, rel=1e-12)
+    assert figures.energy_per_km_wh == pytest.approx(metrics['energy_per_km_wh'], rel=1e-12)
+    assert figures.speed_error_rms_kph == pytest.approx(metrics['speed_error_rms_kph'],
+                                                        rel=1e-12)
+    assert figures.distance_km == pytest.approx(metrics['distance_km'], rel=1e-12)
     assert figures.saving == pytest.approx(0.0, abs=1e-12)
     assert evaluator.default == figures
 
@@ -204,3 +210,33 @@ def test_cache_keys_are_plain_file_names(tmp_path):
         with pytest.raises(ValueError, match='file name'):
             result_path(tmp_path, bad, 'wltc3b')
     assert lap('wltc3b', LAP_S).duration_s == LAP_S
+
+
+# ---- what the main job reports ------------------------------------------------------------
+
+def test_the_run_reference_reads_the_cache_names_stale_results_and_searches(tmp_path):
+    from tspace_ros.vehicle.oracle import driver_key, run_reference
+    baseline = evaluate_map(PARAMS, LAP, DEFAULT, DEFAULT).energy_per_km_wh
+    lap_s = LAP.duration_s
+    off = run_reference('off', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01)
+    assert off['status'] == 'off' and 'saving' not in off
+    missing = run_reference('cached', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01)
+    assert missing['status'] == 'not computed' and 'saving' not in missing
+    searched = run_reference('search', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline,
+                             0.01, budget=24)
+    assert searched['status'] == 'searched' and searched['saving'] > 0
+    assert searched['share'] == pytest.approx(0.01 / searched['saving'])
+    assert searched['wh_per_km_default'] == pytest.approx(baseline, rel=1e-12)
+    again = run_reference('cached', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01)
+    assert again['status'] == 'cached' and again['saving'] == searched['saving']
+    # Another driver is another key; a baseline that moved makes the cached result stale.
+    assert driver_key(PARAMS, 'dyno') == 'dyno' and driver_key(PARAMS) == 'trace_pi'
+    other = run_reference('cached', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01,
+                          driver_model='dyno')
+    assert other['status'] == 'not computed' and other['driver'] == 'dyno'
+    stale = run_reference('cached', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline * 1.01,
+                          0.01)
+    assert stale['status'] == 'stale' and 'saving' not in stale and 'search again' in \
+        stale['reason']
+    with pytest.raises(ValueError, match='oracle mode'):
+        run_reference('always', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01)

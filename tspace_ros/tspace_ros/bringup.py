@@ -53,6 +53,7 @@ NAMESPACE = 'SIMVAN00000000001'
 def parse_args(argv):
     """Parse the command line of the main job."""
     from tspace_ros.vehicle import CYCLE_NAMES
+    from tspace_ros.vehicle.parameters import DRIVER_MODELS
     parser = argparse.ArgumentParser(
         prog='tspace_ros.bringup', description='Run the node suite on the simulated van: '
         'learn a torque map that uses less energy; write results and a report.')
@@ -64,6 +65,10 @@ def parse_args(argv):
                             registry.get(name).summary for name in registry.names()))
     parser.add_argument('--cycle', choices=CYCLE_NAMES, default='wltc3b',
                         help='drive cycle (default wltc3b)')
+    parser.add_argument('--driver', choices=DRIVER_MODELS, default=None,
+                        help='the simulated driver: pi (follows the trace exactly, inverting '
+                        "the map) or dyno (a test driver within the cycle's tolerance band "
+                        'who feels the map); default: the vehicle file (driver.model)')
     parser.add_argument('--lap-s', type=float, default=0.0,
                         help='drive only the first this many seconds of the cycle, as one '
                         'lap per episode (default: the whole cycle)')
@@ -95,6 +100,16 @@ def parse_args(argv):
     parser.add_argument('--record', action='store_true',
                         help='record the run to a rosbag2 bag (MCAP) in the run directory: '
                         'raw CAN frames, windows, maps, decisions, transitions, episodes')
+    parser.add_argument('--oracle', choices=('cached', 'search', 'off'), default='cached',
+                        help='the reference the learned saving is measured against: the best '
+                        'fixed map the gate allows on this lap (bench/oracle_map.py). cached: '
+                        'read it from --oracle-cache if there; search: search it when it is '
+                        'not cached (minutes), then cache it; off: none (default cached)')
+    parser.add_argument('--oracle-cache', type=pathlib.Path, default=None,
+                        help='where oracle results are kept, per vehicle, driver and cycle '
+                        '(default $TSPACE_ORACLE_CACHE or ~/.cache/tspace_ros/oracle)')
+    parser.add_argument('--oracle-budget', type=int, default=120,
+                        help='--oracle search: simulations for the search (default 120)')
     parser.add_argument('-p', '--param', action='append', default=[],
                         metavar='NODE.NAME=VALUE',
                         help='override a node parameter of config/sim_suite.yaml, e.g. '
@@ -110,6 +125,8 @@ def parse_args(argv):
             args.lap_s < 0:
         parser.error('--episodes must be >= 1, --timeout-s and --real-time-factor '
                      'positive, --lap-s >= 0')
+    if args.oracle_budget < 1:
+        parser.error('--oracle-budget must be >= 1')
     if args.link == 'cloud' and args.flash_protocol:
         parser.error('--flash-protocol is for --link can (the cloud flashes with set_torque)')
     return args
@@ -380,13 +397,14 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     # 1. The default map on the same cycle: the same simulator, on its own.
     params = load_vehicle_parameters()
     default_map = params.load_default_map()
-    reference = VehicleSimulation(params, cycle, repeat_cycle=True)
+    reference = VehicleSimulation(params, cycle, repeat_cycle=True, driver_model=args.driver)
     reading = reference.odometer()
     reference.run(lap_s)
     baseline = reference.between(reading, reference.odometer())
     baseline['kind'] = 'baseline'
+    driver_model = reference.driver_model
     print(f'  default map: {baseline["energy_per_km_wh"]:.2f} Wh/km, speed error RMS '
-          f'{baseline["speed_error_rms_kph"]:.2f} km/h', flush=True)
+          f'{baseline["speed_error_rms_kph"]:.2f} km/h (driver {driver_model})', flush=True)
 
     start_ns = int(stamp.timestamp()) * 1_000_000_000
     start_utc = datetime.datetime.fromtimestamp(start_ns / 1e9, datetime.timezone.utc)
@@ -411,7 +429,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     for node, values in {
         'vehicle_sim': {'cycle': args.cycle, 'cycle_end_s': float(args.lap_s),
                         'real_time_factor': args.real_time_factor,
-                        'start_utc': start_utc.isoformat(), 'repeat_cycle': True},
+                        'start_utc': start_utc.isoformat(), 'repeat_cycle': True,
+                        'driver_model': args.driver or ''},
         'agent': {'algorithm': args.algorithm, 'mode': 'train', 'seed': args.seed},
         'trainer': {'algorithm': args.algorithm, 'seed': args.seed,
                     'checkpoint_dir': str(run_dir / 'checkpoints'),
@@ -475,21 +494,26 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     final = episodes[-1]
     saving = 1.0 - final['energy_per_km_wh'] / baseline['energy_per_km_wh']
     tracking_ok = final['speed_error_rms_kph'] <= SPEED_ERROR_BOUND_KPH
+    oracle = _oracle(args, params, baseline, saving)
+    share = oracle.get('share')
     write_map_yaml(run_dir / 'learned_map.yaml', learned_map,
                    header=f'learned by tspace_ros {args.algorithm}, {args.episodes} episodes')
     write_report(run_dir / 'report.png', episodes, baseline, losses, default_map, learned_map,
                  title=f'tspace_ros {args.algorithm} on {args.cycle}: '
                  f'{final["energy_per_km_wh"]:.1f} vs {baseline["energy_per_km_wh"]:.1f} '
-                 f'Wh/km ({100 * saving:+.2f} %)')
+                 f'Wh/km ({100 * saving:+.2f} %'
+                 f'{"" if share is None else f", {100 * share:.0f} % of the oracle"})',
+                 oracle_wh_per_km=oracle.get('wh_per_km_best'))
     (run_dir / 'episodes.json').write_text(json.dumps(episodes, indent=2) + '\n')
     summary = {
         'algorithm': args.algorithm, 'cycle': args.cycle, 'lap_s': lap_s,
+        'driver': driver_model,
         'training_episodes': args.episodes, 'wall_s': round(wall_s, 1),
         'simulated_s': round(lap_s * (args.episodes + 1), 1),
         'real_time_factor_overall': round(lap_s * (args.episodes + 1) / wall_s, 1),
         'default': baseline, 'learned': final, 'energy_saving': saving,
         'speed_error_bound_kph': SPEED_ERROR_BOUND_KPH, 'tracking_within_bound': tracking_ok,
-        'learned_uses_less_energy': saving > 0, 'flashes': flashes}
+        'learned_uses_less_energy': saving > 0, 'flashes': flashes, 'oracle': oracle}
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     verdict = 'less' if saving > 0 else 'NOT less'
     print(f'tspace_ros run: learned map {final["energy_per_km_wh"]:.2f} Wh/km vs default '
@@ -502,9 +526,35 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     print(f'  flashes ({flashes["protocol"]}): {flashes["acknowledged"]} acknowledged, '
           f'{flashes["timed_out"]} timed out, {flashes["failed"]} failed otherwise; '
           f'{timed_out} of {steps} steps timed out (no flash in time)')
+    if oracle.get('saving') is not None:
+        print(f'  oracle (the best fixed map the gate allows, {oracle["status"]}): '
+              f'{oracle["wh_per_km_best"]:.2f} Wh/km, {100 * oracle["saving"]:+.2f} %; the '
+              f'learned map reached '
+              f'{"n/a" if share is None else f"{100 * share:.0f} %"} of it')
+    elif oracle['status'] != 'off':
+        print(f'  oracle: {oracle["status"]} ({oracle["reason"]}); run with --oracle search, '
+              f'or: python bench/oracle_map.py --cycles {args.cycle}'
+              f'{f" --lap-s {args.lap_s:g}" if args.lap_s else ""} --cache-dir '
+              f'{oracle.get("cache_dir", "DIR")}')
     print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
           f'pool/, checkpoints/, tensorboard/, logs/{", bags/" if args.record else ""}')
     return 0 if saving > 0 and tracking_ok else 3
+
+
+def _oracle(args, params, baseline: dict, saving: float) -> dict:
+    """Return the oracle's figures for this run (vehicle.oracle.run_reference)."""
+    from tspace_ros.task.contract import load_task
+    from tspace_ros.vehicle.oracle import default_cache_dir, OracleCacheError, run_reference
+    if args.oracle == 'search':
+        print(f'  oracle: searching the best fixed map on this lap ({args.oracle_budget} '
+              'simulations)', flush=True)
+    try:
+        return run_reference(args.oracle, args.oracle_cache or default_cache_dir(), params,
+                             load_task(), args.cycle, args.lap_s or None,
+                             baseline['energy_per_km_wh'], saving, args.oracle_budget,
+                             driver_model=args.driver)
+    except (OSError, ValueError, OracleCacheError) as error:
+        return {'status': 'failed', 'reason': f'{type(error).__name__}: {error}'}
 
 
 def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path, driver: str):
@@ -522,7 +572,7 @@ def _cloud_world(args, cycle, params, start_utc, run_dir: pathlib.Path, driver: 
                                'real_time_factor': args.real_time_factor,
                                'start_utc': start_utc, 'durations_in_vehicle_time': True,
                                'seed': args.seed})
-    simulation = VehicleSimulation(params, cycle, repeat_cycle=True)
+    simulation = VehicleSimulation(params, cycle, repeat_cycle=True, driver_model=args.driver)
     try:
         world = CloudWorld(config, driver, args.cloud_signals, log_dir=run_dir / 'logs',
                            simulation=simulation).start()

@@ -146,6 +146,10 @@ class VehicleSim(TspaceLifecycleNode):
         self.declare_described('cycle_end_s', 0.0,
                                'Drive only the first this many seconds of the cycle (0: all).',
                                (0.0, 1e6))
+        self.declare_described('driver_model', '',
+                               "Simulated driver: pi (meets the trace, inverting the map) or "
+                               "dyno (a test driver within the cycle's tolerance band); '' = "
+                               "the vehicle file's driver.model.")
         self.declare_described('repeat_cycle', False,
                                'Start the cycle again at its end (endless operation).')
         self.declare_described('real_time_factor', 1.0,
@@ -202,7 +206,7 @@ class VehicleSim(TspaceLifecycleNode):
         p = {name: self.get_parameter(name).value for name in (
             'vehicle_config', 'cycle', 'cycle_end_s', 'repeat_cycle', 'real_time_factor',
             'step_s', 'can_interface', 'can_channel', 'publish_clock', 'start_utc',
-            'torque_budget_nm', 'vehicle_id', 'heartbeat_timeout_s')}
+            'torque_budget_nm', 'vehicle_id', 'heartbeat_timeout_s', 'driver_model')}
         errors = []
         start_ns = time.time_ns()
         if p['start_utc'].strip():
@@ -227,7 +231,8 @@ class VehicleSim(TspaceLifecycleNode):
         if not errors:
             try:
                 sim = VehicleSimulation(params, cycle, default_map=default_map,
-                                        repeat_cycle=p['repeat_cycle'])
+                                        repeat_cycle=p['repeat_cycle'],
+                                        driver_model=p['driver_model'] or None)
                 vehicle = CanVehicle(sim, load_dbc(), start_ns,
                                      torque_budget_nm=p['torque_budget_nm'],
                                      heartbeat_timeout_s=vcu_heartbeat_timeout_s(p))

@@ -245,7 +245,8 @@ def _draw_losses(ax, losses: List[Dict]) -> None:
 
 def write_report(path: PathLike, episodes: List[dict], baseline: Optional[dict],
                  losses: List[dict], default_map: TorqueMap, learned_map: TorqueMap,
-                 title: str = 'tspace_ros training report', dpi: int = 100) -> pathlib.Path:
+                 title: str = 'tspace_ros training report', dpi: int = 100,
+                 oracle_wh_per_km: Optional[float] = None) -> pathlib.Path:
     """
     Write the training report PNG to ``path`` (atomically); return its path.
 
@@ -255,7 +256,9 @@ def write_report(path: PathLike, episodes: List[dict], baseline: Optional[dict],
     (``energy_per_km_wh``, ``total_reward``), or None to use the mean of the
     'baseline' episodes (no line if there are none). ``losses``: dicts with
     ``update``, ``critic_loss`` and ``actor_loss`` (may be empty: no training;
-    points with None or non-finite losses are skipped).
+    points with None or non-finite losses are skipped). ``oracle_wh_per_km``:
+    the best fixed map's energy per km on the same lap (the oracle), drawn as a
+    line on the energy plot (None: no line).
     ValueError for no episodes, missing or non-finite figures, or maps of
     different grids.
     """
@@ -272,6 +275,11 @@ def write_report(path: PathLike, episodes: List[dict], baseline: Optional[dict],
     _plot_per_episode(energy_ax, rows, 'energy_per_km_wh', reference.get('energy_per_km_wh'),
                       'energy per km (Wh/km)', 'Wh/km')
     energy_ax.set_title('energy per km', fontsize=10)
+    if oracle_wh_per_km is not None:
+        if not math.isfinite(oracle_wh_per_km):
+            raise ValueError(f'oracle_wh_per_km must be finite, got {oracle_wh_per_km!r}')
+        energy_ax.axhline(oracle_wh_per_km, color='tab:green', linestyle='-.', linewidth=1,
+                          label='oracle: best fixed map in the gate')
     handles = energy_ax.get_lines()
     speed_rows = [e for e in rows if e['speed_error_rms_kph'] is not None]
     if speed_rows:

@@ -48,11 +48,11 @@ import numpy as np
 
 from tspace_ros.torque_map import torque_limits, TorqueMap
 from tspace_ros.vehicle.cycles import drive_cycle, DriveCycle
-from tspace_ros.vehicle.parameters import VehicleParameters
+from tspace_ros.vehicle.parameters import check_driver_model, VehicleParameters
 from tspace_ros.vehicle.simulation import VehicleSimulation
 
 DRIVER_NAME = 'trace_pi'
-"""The driver model the simulator uses (PI on the trace, inverting the map): part of the key."""
+"""The key of the PI driver (on the trace, inverting the map): the default driver model."""
 RESULT_LAYOUT = 1
 """Version of the JSON layout of ``OracleResult``."""
 DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -96,28 +96,47 @@ def cycle_key(name: str, lap_s: Optional[float] = None) -> str:
     return str(name) if lap_s is None else f'{name}_first{float(lap_s):g}s'
 
 
+def driver_key(params: VehicleParameters, driver_model: Optional[str] = None) -> str:
+    """
+    Return the cache key of a driver model (None: the vehicle's): trace_pi for pi, else its name.
+
+    Results depend on the driver: the pi driver meets the trace whatever the
+    map, the dyno driver feels the map within the cycle's tolerance band.
+    """
+    model = check_driver_model(params.driver.model if driver_model is None else driver_model)
+    return DRIVER_NAME if model == 'pi' else model
+
+
 def simulate(params: VehicleParameters, cycle: DriveCycle, torque_map: TorqueMap,
-             default_map: TorqueMap) -> Dict[str, float]:
-    """Drive the cycle with torque_map in a fresh simulation; return ``between``'s figures."""
-    sim = VehicleSimulation(params, cycle, default_map=default_map, repeat_cycle=False)
+             default_map: TorqueMap, driver_model: Optional[str] = None) -> Dict[str, float]:
+    """
+    Drive one lap of the cycle with torque_map in a fresh simulation; return ``between``'s figures.
+
+    The lap is measured as the main job measures its laps (``tspace_ros.bringup``):
+    a van that repeats the cycle, from its start for the cycle's duration.
+    """
+    sim = VehicleSimulation(params, cycle, default_map=default_map, repeat_cycle=True,
+                            driver_model=driver_model)
     sim.vcu.set_map(torque_map)
     start = sim.odometer()
-    sim.run()
+    sim.run(cycle.duration_s)
     return VehicleSimulation.between(start, sim.odometer())
 
 
 def evaluate_map(params: VehicleParameters, cycle: Union[str, DriveCycle],
                  torque_map: TorqueMap, default_map: TorqueMap,
-                 default_wh_per_km: Optional[float] = None) -> MapEvaluation:
+                 default_wh_per_km: Optional[float] = None,
+                 driver_model: Optional[str] = None) -> MapEvaluation:
     """
     Return a map's figures on a cycle, its saving against the default map's Wh/km.
 
     default_wh_per_km: the default map's figure if known (else it is simulated).
     """
     trace = lap(cycle)
-    figures = simulate(params, trace, torque_map, default_map)
+    figures = simulate(params, trace, torque_map, default_map, driver_model)
     if default_wh_per_km is None:
-        default_wh_per_km = simulate(params, trace, default_map, default_map)['energy_per_km_wh']
+        default_wh_per_km = simulate(params, trace, default_map, default_map,
+                                     driver_model)['energy_per_km_wh']
     wh = figures['energy_per_km_wh']
     return MapEvaluation(wh, figures['speed_error_rms_kph'], figures['distance_km'],
                          1.0 - wh / default_wh_per_km)
@@ -131,9 +150,10 @@ class MapEvaluator:
     """
 
     def __init__(self, params: VehicleParameters, cycle: Union[str, DriveCycle],
-                 default_map: TorqueMap):
-        """Simulate the default map once."""
+                 default_map: TorqueMap, driver_model: Optional[str] = None):
+        """Simulate the default map once (driver_model None: the vehicle's driver)."""
         self.params = params
+        self.driver_model = driver_model
         self.cycle = lap(cycle)
         self.default_map = default_map
         self.evaluations = 0
@@ -149,7 +169,8 @@ class MapEvaluator:
 
     def _simulate(self, torque_map: TorqueMap) -> Dict[str, float]:
         self.evaluations += 1
-        return simulate(self.params, self.cycle, torque_map, self.default_map)
+        return simulate(self.params, self.cycle, torque_map, self.default_map,
+                        self.driver_model)
 
     def __call__(self, torque_map: TorqueMap) -> MapEvaluation:
         """Return the map's figures (MapEvaluation)."""
@@ -315,7 +336,7 @@ def task_gate_box(task, cells=None, relaxed_factor: Optional[float] = None) -> G
 
 def cells_read(params: VehicleParameters, cycle: Union[str, DriveCycle],
                default_map: TorqueMap, torque_map: Optional[TorqueMap] = None,
-               lowering_only: bool = False) -> np.ndarray:
+               lowering_only: bool = False, driver_model: Optional[str] = None) -> np.ndarray:
     """
     Return a bool mask of the cells a drive with torque_map (default: the default) depends on.
 
@@ -332,7 +353,9 @@ def cells_read(params: VehicleParameters, cycle: Union[str, DriveCycle],
     and the columns around the pedal found count.
     """
     torque_map = default_map if torque_map is None else torque_map
-    sim = VehicleSimulation(params, lap(cycle), default_map=default_map)
+    trace = lap(cycle)
+    sim = VehicleSimulation(params, trace, default_map=default_map, repeat_cycle=True,
+                            driver_model=driver_model)
     sim.vcu.set_map(torque_map)
     speeds = torque_map.speed_breakpoints_kph.tolist()
     pedals = torque_map.pedal_breakpoints.tolist()
@@ -359,7 +382,7 @@ def cells_read(params: VehicleParameters, cycle: Union[str, DriveCycle],
         return pedal, lift_off
 
     vcu.map_torque_nm, vcu.pedal_for_torque = tracked_lookup, tracked_invert
-    sim.run()
+    sim.run(trace.duration_s)
     mask = np.zeros((n_rows, n_cols), dtype=bool)
     for i, j in lookups:
         mask[i:i + 2, j:j + 2] = True
@@ -672,7 +695,8 @@ def choose_cells(impacts: Sequence[CellImpact], max_cells: int,
 
 def screen(evaluator: MapEvaluator, task, cells=None) -> List[CellImpact]:
     """Return the cell_impacts of the task's gate box over cells (None: all) on the cycle."""
-    read = cells_read(evaluator.params, evaluator.cycle, evaluator.default_map, lowering_only=True)
+    read = cells_read(evaluator.params, evaluator.cycle, evaluator.default_map, lowering_only=True,
+                      driver_model=evaluator.driver_model)
     return cell_impacts(evaluator, task_gate_box(task, cells), read)
 
 
@@ -682,7 +706,8 @@ def run_oracle(params: VehicleParameters, task, cycle: str, budget: int, *,
                max_cells: int = 16, top_cells: int = 10, screen_cells=None,
                search_cells: Optional[Sequence[Sequence[int]]] = None,
                bound_kph: Optional[float] = None, coordinate_share: float = 0.4,
-               progress: Optional[Callable[[str], None]] = None) -> OracleResult:
+               progress: Optional[Callable[[str], None]] = None,
+               driver_model: Optional[str] = None) -> OracleResult:
     """
     Find the best fixed map of a task's box on a cycle (or its first lap_s seconds).
 
@@ -696,7 +721,8 @@ def run_oracle(params: VehicleParameters, task, cycle: str, budget: int, *,
     started = time.perf_counter()
     bound = _bound(bound_kph)
     say = progress or (lambda text: None)
-    evaluator = MapEvaluator(params, lap(cycle, lap_s), task.vehicle_default_map())
+    evaluator = MapEvaluator(params, lap(cycle, lap_s), task.vehicle_default_map(),
+                             driver_model)
     stages = {'default': evaluator.evaluations, 'screen': 0}
     impacts: List[CellImpact] = []
     if search_cells is None:
@@ -715,7 +741,8 @@ def run_oracle(params: VehicleParameters, task, cycle: str, budget: int, *,
     stages.update(search_stages)
     best_map = box.to_map(best.x)
     return OracleResult(
-        vehicle_id=task.vehicle_id, cycle=cycle_key(cycle, lap_s), driver=DRIVER_NAME,
+        vehicle_id=task.vehicle_id, cycle=cycle_key(cycle, lap_s),
+        driver=driver_key(params, driver_model),
         box=box.name, torque_budget_nm=float(task.torque_budget_nm),
         upper_bound=float(task.upper_bound), wh_per_km_default=evaluator.default.energy_per_km_wh,
         wh_per_km_best=best.evaluation.energy_per_km_wh, saving=best.evaluation.saving,
@@ -730,3 +757,74 @@ def run_oracle(params: VehicleParameters, task, cycle: str, budget: int, *,
         cells_that_matter=[{'row': i.row, 'col': i.col, 'speed_kph': i.speed_kph,
                             'pedal': i.pedal, 'delta_wh_per_km': i.delta_wh_per_km}
                            for i in impacts[:top_cells]])
+
+
+# ---- what the main job reports -------------------------------------------------------------
+
+ORACLE_MODES = ('cached', 'search', 'off')
+# The cached default-map energy must equal the run's own baseline on the lap within this
+# fraction; otherwise the vehicle, its task or the simulator changed since the search.
+STALE_TOLERANCE = 1e-3
+
+
+def default_cache_dir() -> pathlib.Path:
+    """Return the oracle cache: $TSPACE_ORACLE_CACHE, or $XDG_CACHE_HOME/tspace_ros/oracle."""
+    if os.environ.get('TSPACE_ORACLE_CACHE'):
+        return pathlib.Path(os.environ['TSPACE_ORACLE_CACHE'])
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return pathlib.Path(base) / 'tspace_ros' / 'oracle'
+
+
+def run_reference(mode: str, cache_dir: Union[str, os.PathLike], params: VehicleParameters,
+                  task, cycle: str, lap_s: Optional[float], baseline_wh_per_km: float,
+                  learned_saving: float, budget: int = 120,
+                  progress: Optional[Callable[[str], None]] = None,
+                  driver_model: Optional[str] = None) -> dict:
+    """
+    Return the oracle's figures for a run: its saving and the share of it the run reached.
+
+    mode ``cached`` reads the cache only; ``search`` reads it and, when there is
+    no usable result, runs ``run_oracle`` (``budget`` simulations) and caches it;
+    ``off`` reports nothing. The dict has ``status`` (``cached``, ``searched``,
+    ``not computed``, ``stale``, ``unreadable`` or ``off``), a ``reason`` when
+    there is no figure, and with a figure: ``saving``, ``wh_per_km_best``,
+    ``share`` (learned saving / oracle saving; None if the oracle saves
+    nothing), ``path`` and ``evaluations``. A cached result is stale when its
+    default-map energy differs from the run's own baseline on the same lap (the
+    simulator, vehicle or task changed): it is not used.
+    """
+    if mode not in ORACLE_MODES:
+        raise ValueError(f'oracle mode must be one of {ORACLE_MODES}, got {mode!r}')
+    if mode == 'off':
+        return {'status': 'off', 'reason': 'not asked for'}
+    key = cycle_key(cycle, lap_s)
+    driver = driver_key(params, driver_model)
+    path = result_path(cache_dir, task.vehicle_id, key, driver)
+    report: dict = {'cycle': key, 'driver': driver, 'path': str(path),
+                    'cache_dir': str(cache_dir)}
+    result, status = None, 'cached'
+    try:
+        result = load_result(cache_dir, task.vehicle_id, key, driver)
+    except OracleCacheError as error:
+        report.update(status='unreadable', reason=str(error))
+    if result is not None and abs(result.wh_per_km_default / baseline_wh_per_km - 1.0) \
+            > STALE_TOLERANCE:
+        report.update(status='stale', reason=(
+            f'the cached default map used {result.wh_per_km_default:.2f} Wh/km, this run '
+            f'{baseline_wh_per_km:.2f}: search again'))
+        result = None
+    if result is None and mode == 'search':
+        result = run_oracle(params, task, cycle, budget, lap_s=lap_s, progress=progress,
+                            driver_model=driver_model)
+        save_result(cache_dir, result)
+        status = 'searched'
+        report.pop('reason', None)
+    if result is None:
+        report.setdefault('status', 'not computed')
+        report.setdefault('reason', 'no cached result')
+        return report
+    share = learned_saving / result.saving if result.saving > 0 else None
+    report.update(status=status, saving=result.saving, wh_per_km_best=result.wh_per_km_best,
+                  wh_per_km_default=result.wh_per_km_default, share=share,
+                  evaluations=result.evaluations)
+    return report
