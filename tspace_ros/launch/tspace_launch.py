@@ -138,7 +138,7 @@ def suite_description(simulate: bool, link: str = 'can') -> LaunchDescription:
     nodes = [
         lifecycle('storage', {'backend': _arg('storage_backend'),
                               'root': _text('storage_root')}, condition=IfCondition(alone)),
-        lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic'},
+        lifecycle('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'service'},
                   condition=IfCondition(PythonExpression([training, ' and ', alone]))),
         lifecycle('can_bridge', {'vehicle_id': _text('vehicle_id'),
                                  'driver_id': _text('driver'), **bus, **link},
@@ -198,7 +198,7 @@ def fleet_description() -> LaunchDescription:
         output='screen', parameters=[*files, clock, extra], **RESPAWN) for name, extra in (
             ('storage', {'backend': _arg('storage_backend'), 'root': _text('storage_root'),
                          'vehicles': _arg('vehicles')}),
-            ('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'topic',
+            ('trainer', {'algorithm': _arg('algorithm'), 'sample_source': 'service',
                          'vehicles': _arg('vehicles')}))]
     manager = Node(
         package='tspace_ros', executable='lifecycle_manager', name='lifecycle_manager',

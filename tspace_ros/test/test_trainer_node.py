@@ -36,9 +36,11 @@ def write_pool(root):
                                               200, -1000.0, 1000.0, 4.0, True, 0, 0))
 
 
-def run_trainer(tmp_path, name, updates):
-    args = ['-r', f'__ns:=/{NS}', '-r', f'__node:={name}', '-p', 'mode:=offline',
-            '-p', f'pool_root:={tmp_path / "pool"}', '-p', f'offline_updates:={updates}',
+def run_trainer(tmp_path, name, updates, source=None, total=None):
+    where = ['-p', f'pool_root:={tmp_path / "pool"}'] if source is None else \
+        ['-p', f'sample_source:={source}']
+    args = ['-r', f'__ns:=/{NS}', '-r', f'__node:={name}', '-p', 'mode:=offline', *where,
+            '-p', f'offline_updates:={updates}',
             '-p', f'checkpoint_dir:={tmp_path / "checkpoints"}',
             '-p', f'log_dir:={tmp_path / "tensorboard"}', '-p', 'batch_size:=16']
     with NodeProcess('tspace_ros.nodes.trainer', tmp_path / f'{name}.log', args) as process, \
@@ -52,7 +54,8 @@ def run_trainer(tmp_path, name, updates):
         assert node.transition(LifecycleTransition.TRANSITION_CONFIGURE), process.output()
         assert node.transition(LifecycleTransition.TRANSITION_ACTIVATE)
         assert spin_until(ros.executor, lambda: statuses and
-                          statuses[-1].update_count >= updates, TIMEOUT_S), process.output()
+                          statuses[-1].update_count >= (total or updates), TIMEOUT_S), \
+            process.output()
         assert spin_until(ros.executor, lambda: policies and
                           policies[-1].version == statuses[-1].update_count, TIMEOUT_S)
         assert node.transition(LifecycleTransition.TRANSITION_DEACTIVATE)
@@ -141,3 +144,23 @@ def test_every_agent_option_reaches_the_agent_config(tmp_path):
                 node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_a_trainer_of_its_own_samples_the_storage_pool_and_a_restart_keeps_the_data(tmp_path):
+    # The launch files' data path: the storage node holds the pool, the trainer (another
+    # process) samples it through the storage's sample_batch service, not from topics.
+    write_pool(tmp_path / 'pool')
+    storage_args = ['-r', f'__ns:=/{NS}', '-p', f'root:={tmp_path / "pool"}']
+    with NodeProcess('tspace_ros.nodes.storage', tmp_path / 'storage.log',
+                     storage_args) as storage, RosContext() as ros:
+        node = LifecycleDriver(ros, f'{NS}/storage')
+        assert node.transition(LifecycleTransition.TRANSITION_CONFIGURE), storage.output()
+        assert node.transition(LifecycleTransition.TRANSITION_ACTIVATE)
+        policies, statuses, output = run_trainer(tmp_path, 'trainer_service', 30, 'service')
+        assert statuses[-1].buffer_size == 200 and policies[-1].version == 30, output
+        assert np.isfinite(statuses[-1].critic_loss)
+        # A restarted trainer resumes from its checkpoint and finds the same replay data.
+        policies, statuses, output = run_trainer(tmp_path, 'trainer_service2', 20, 'service',
+                                                 total=50)
+        assert '30 updates so far, policy version 30' in output
+        assert statuses[-1].buffer_size == 200 and policies[-1].version == 50, output

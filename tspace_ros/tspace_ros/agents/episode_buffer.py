@@ -139,7 +139,14 @@ class EpisodeBuffer:
             raise ValueError('the episode buffer is empty')
         if batch_size < 1 or pad_to_multiple < 1 or (max_length is not None and max_length < 1):
             raise ValueError('batch_size, pad_to_multiple and max_length must be >= 1')
-        picks = rng.integers(0, len(self._episodes), size=batch_size)
+        return self.batch(rng.integers(0, len(self._episodes), size=batch_size), rng,
+                          max_length, pad_to_multiple)
+
+    def batch(self, picks, rng: np.random.Generator, max_length: Optional[int] = None,
+              pad_to_multiple: int = 1) -> Dict[str, np.ndarray]:
+        """Return the episodes of the given indices, windowed and padded as ``sample`` does."""
+        if len(picks) < 1 or pad_to_multiple < 1 or (max_length is not None and max_length < 1):
+            raise ValueError('picks, pad_to_multiple and max_length must be >= 1')
         windows = []
         for index in picks:
             episode = self._episodes[index]

@@ -16,25 +16,30 @@ namespace):
   training burst), ``trainer/status`` (TrainerStatus: losses, update rate,
   policy version, for rqt_plot) and ``/diagnostics``.
 
-Samples come from the storage pool in the same process (``sample_source:
-auto`` in the single-process suite: the storage node is handed over), or from
-the topics (``topic``: the trainer keeps its own buffer, for a trainer in a
-process or on a machine of its own), or, in ``offline`` mode, from a Parquet
-pool opened at ``pool_root``.
+Samples come from the storage pool: in the same process (``sample_source:
+auto`` in the single-process suite: the storage node is handed over), or
+through the storage node's ``sample_batch`` service (``service``: for a
+trainer in a process or on a machine of its own, as the launch files run it;
+``training.fetched``), so that a restarted trainer finds all the replay data
+the storage holds and resumes from its checkpoint. ``topic`` keeps a private
+buffer filled from the topics instead (lost on restart). In ``offline`` mode
+without the service, a Parquet pool is opened at ``pool_root``.
 """
 
 import os
 import sys
 import threading
+import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from tspace_interfaces.msg import (Episode, EpisodeSummary, PolicyUpdate,
                                    TorqueMap as TorqueMapMsg, TrainerStatus, Transition)
+from tspace_interfaces.srv import SampleBatch
 
 from tspace_ros.agents import registry
 from tspace_ros.nodes.diagnostics import diagnostic_array, OK, WARN
@@ -43,7 +48,7 @@ from tspace_ros.nodes.messages import (episode_from_msg, summary_from_msg, torqu
                                        transition_from_msg)
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, POLICY_UPDATE_QOS, RECORD_QOS
 
-SOURCES = ('auto', 'topic')
+SOURCES = ('auto', 'service', 'topic')
 # The trainer's seed seeds the agent too: the config field of that name is not a parameter.
 _NOT_OPTIONS = ('seed',)
 
@@ -73,8 +78,15 @@ class TrainerNode(TspaceLifecycleNode):
           (0, 10**9))
         d('checkpoint_dir', '', "Checkpoints (resumed from when present; '' = none).")
         d('log_dir', '', "TensorBoard event files ('' = none).")
-        d('sample_source', 'auto', 'auto (the storage pool in this process) or topic (own '
-          'buffer from the transitions/episode topics).')
+        d('sample_service', 'sample_batch', "sample_source service: the storage's "
+          'SampleBatch service.')
+        d('sample_timeout_s', 30.0, 'sample_source service: wait at most this for a batch, s.',
+          (0.1, 3600.0))
+        d('prefetch_batches', 16, 'sample_source service: batches fetched per call.',
+          (1, 10000))
+        d('sample_source', 'auto', 'auto (the storage pool in this process), service (the '
+          "storage's sample_batch service: the pool of another process) or topic (own "
+          'buffer from the transitions/episode topics; lost on a restart).')
         d('pool_root', '', 'Offline mode: the Parquet pool to train from.')
         d('offline_updates', 0, 'Offline mode: updates to run once activated.', (0, 10**9))
         d('buffer_capacity', 1_000_000, 'Topic source: transitions kept.', (1, 10**9))
@@ -90,6 +102,8 @@ class TrainerNode(TspaceLifecycleNode):
         self._lock = threading.Lock()
         self._entities = []
         self._buffer = None
+        self._sample_client = None
+        self._refreshed_at = 0.0
         self._map = None
         self._last_problem = ''
         self.episodes_handled = 0  # stored episodes taken (trained on, published)
@@ -198,6 +212,18 @@ class TrainerNode(TspaceLifecycleNode):
         if self._p('sample_source') not in SOURCES:
             raise ValueError(f"parameter 'sample_source': expected one of {SOURCES}, got "
                              f'{self._p("sample_source")!r}')
+        service = self._p('sample_source') == 'service' or (
+            self._p('sample_source') == 'auto' and self._local_storage is None
+            and self._p('mode') != 'offline')
+        if service:
+            from tspace_ros.training.fetched import FetchedEpisodes, FetchedRecords
+            self._sample_client = self.create_client(
+                SampleBatch, self._p('sample_service'),
+                callback_group=ReentrantCallbackGroup())
+            if records:
+                return FetchedRecords(self._fetch, core.state_dim, core.action_dim,
+                                      self._p('prefetch_batches'))
+            return FetchedEpisodes(self._fetch, core.state_dim, core.action_dim)
         if self._p('mode') == 'offline':
             from tspace_ros.storage import open_pool, PoolConfig
             if not self._p('pool_root'):
@@ -220,6 +246,51 @@ class TrainerNode(TspaceLifecycleNode):
         include = core.config.include_timed_out
         return pool.records_source(include_timed_out=include) if records else \
             pool.episodes_source()
+
+    def _fetch(self, kind: str, size: int):
+        """Sample the storage's pool through its service: (items, available); FetchError."""
+        from tspace_ros.training.fetched import FetchError, RECORDS
+        client, timeout = self._sample_client, self._p('sample_timeout_s')
+        if client is None:
+            raise FetchError('the trainer is not configured')
+        if not client.wait_for_service(timeout_sec=min(timeout, 5.0)):
+            raise FetchError(f'no storage answers on {client.srv_name}')
+        request = SampleBatch.Request(size=size, kind=(
+            SampleBatch.Request.KIND_RECORD if kind == RECORDS
+            else SampleBatch.Request.KIND_EPISODE))
+        done = threading.Event()
+        future = client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            client.remove_pending_request(future)
+            raise FetchError(f'{client.srv_name} did not answer within {timeout:g} s')
+        response = future.result()
+        if response is None or not response.success:
+            raise FetchError(f'{client.srv_name}: '
+                             f'{response.message if response else "no response"}')
+        try:
+            if kind == RECORDS:
+                # (the service leaves out timed-out transitions, as the pool's sources do)
+                items = [transition_from_msg(m) for m in response.records]
+            else:
+                items = [episode_from_msg(m)[1] for m in response.episodes]
+        except ValueError as error:
+            raise FetchError(f'{client.srv_name} sent a malformed sample: {error}') from None
+        return items, response.available
+
+    def _refresh(self) -> bool:
+        """Update a fetched source's pool size; False (and the reason kept) if it failed."""
+        source = self._core.source if self._core is not None else None
+        if not hasattr(source, 'refresh'):
+            return True
+        from tspace_ros.training.fetched import FetchError
+        try:
+            source.refresh()
+            return True
+        except FetchError as error:
+            self._last_problem = f'sampling the pool: {error}'
+            self.get_logger().warn(self._last_problem, throttle_duration_sec=10.0)
+            return False
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Publish the current policy (initial or resumed) so agents can start acting."""
@@ -252,6 +323,9 @@ class TrainerNode(TspaceLifecycleNode):
             if getattr(self, '_offline_pool', None) is not None:
                 self._offline_pool.close()
                 self._offline_pool = None
+        if self._sample_client is not None:
+            self.destroy_client(self._sample_client)
+            self._sample_client = None
         self._buffer = None
 
     # ---- input -------------------------------------------------------------------------------
@@ -262,9 +336,16 @@ class TrainerNode(TspaceLifecycleNode):
     def _on_stored(self, msg: EpisodeSummary):
         if not self._active():
             return
+        from tspace_ros.training.fetched import FetchError
         summary = summary_from_msg(msg)
         with self._lock:
-            metrics = self._core.on_episode(summary)
+            self._refresh()
+            try:
+                metrics = self._core.on_episode(summary)
+            except FetchError as error:   # trained as far as the pool answered; next time
+                metrics = None
+                self._last_problem = f'training on {summary.episode_id} stopped: {error}'
+                self.get_logger().error(self._last_problem)
             if self._map is not None:
                 self._core.log.torque_map('torque_map/active', self._map,
                                           self._core.episodes_seen)
@@ -290,7 +371,20 @@ class TrainerNode(TspaceLifecycleNode):
                 self._buffer.add(record.state, record.action, record.reward,
                                  record.next_state, record.done)
             if self._p('mode') == 'continuous' and self._core.wants_transition(record):
-                self._core.on_samples(1)
+                self._continuous_sample()
+
+    def _continuous_sample(self):
+        """Count one new sample in continuous mode (a fetched source: its size refreshed)."""
+        from tspace_ros.training.fetched import FetchError
+        now = time.monotonic()
+        if not self._core.ready and now - self._refreshed_at >= 1.0:
+            self._refreshed_at = now
+            self._refresh()   # a fetched source learns the pool's size (every fetch also)
+        try:
+            self._core.on_samples(1)
+        except FetchError as error:
+            self._last_problem = f'continuous training stopped: {error}'
+            self.get_logger().error(self._last_problem, throttle_duration_sec=10.0)
 
     def _on_episode(self, msg: Episode):
         if not self._active() or self._core.algorithm.samples != 'episodes' or \
@@ -319,8 +413,16 @@ class TrainerNode(TspaceLifecycleNode):
     def _train_offline_once(self):
         timer = self._entities.pop()
         self.destroy_timer(timer)
+        from tspace_ros.training.fetched import FetchError
         with self._lock:
-            metrics = self._core.train(self._p('offline_updates'))
+            try:
+                if not self._refresh() or len(self._core.source) == 0:
+                    raise FetchError(self._last_problem or 'the pool holds no samples')
+                metrics = self._core.train(self._p('offline_updates'))
+            except FetchError as error:
+                self._last_problem = f'offline training failed: {error}'
+                self.get_logger().error(self._last_problem)
+                return
             if self._core.checkpoint_dir is not None:
                 self._core.save_checkpoint()
         self.get_logger().info(f'offline training: {metrics["updates"]} updates, critic loss '
@@ -362,8 +464,12 @@ def _path(text: str) -> Optional[str]:
 
 
 def main(args=None) -> int:
-    """Run the trainer node until it is shut down."""
-    return run_lifecycle_node(TrainerNode, args)
+    """Run the trainer node until it is shut down (several threads: it waits on a service)."""
+    from rclpy.executors import MultiThreadedExecutor
+    # A burst holds one thread while it waits for the storage's answer; the answer, the
+    # lifecycle services and the status timer need their own.
+    return run_lifecycle_node(TrainerNode, args,
+                              executor_class=lambda: MultiThreadedExecutor(num_threads=6))
 
 
 if __name__ == '__main__':
