@@ -193,3 +193,19 @@ def wait_for(predicate, timeout_s: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_a_run_that_did_not_train_says_so_and_exits_4(tmp_path):
+    # A 60 s lap gives about 20 transitions: min_samples 500 is never reached.
+    result = subprocess.run(
+        [sys.executable, '-m', 'tspace_ros.bringup', '--episodes', '1', '--lap-s', '60',
+         '--out', str(tmp_path), '--no-progress', '--oracle', 'off'],
+        capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert 'NOT TRAINED: 0 updates' in result.stdout and 'min_samples 500' in result.stdout
+    assert 'critic loss none yet (no update)' in result.stdout
+    assert 'less energy)' not in result.stdout
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    assert summary['trained'] is False and summary['trainer']['update_count'] == 0

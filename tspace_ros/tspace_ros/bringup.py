@@ -56,7 +56,11 @@ def parse_args(argv):
     from tspace_ros.vehicle.parameters import DRIVER_MODELS
     parser = argparse.ArgumentParser(
         prog='tspace_ros.bringup', description='Run the node suite on the simulated van: '
-        'learn a torque map that uses less energy; write results and a report.')
+        'learn a torque map that uses less energy; write results and a report.',
+        epilog='exit codes: 0 the learned map uses less energy within the speed-error '
+        'bound; 3 it was trained but does not (or leaves the bound); 4 nothing was trained '
+        '(too few samples for min_samples); 1 the run failed (see its logs); 2 wrong '
+        'arguments or parameters')
     parser.add_argument('--episodes', type=int, default=4,
                         help='training episodes (laps of the cycle) before the evaluation '
                         '(default 4)')
@@ -477,6 +481,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         if world is not None:
             flashes['cloud'] = cloud_figures(suite[suite.bridge_name], world)
         losses = list(suite['trainer'].core.loss_history)
+        trainer = dict(suite['trainer'].core.status(),
+                       min_samples=suite['trainer'].core.config.min_samples)
     except JobError as error:
         failure = str(error)
     finally:
@@ -494,6 +500,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
     final = episodes[-1]
     saving = 1.0 - final['energy_per_km_wh'] / baseline['energy_per_km_wh']
     tracking_ok = final['speed_error_rms_kph'] <= SPEED_ERROR_BOUND_KPH
+    # Trained: the evaluation drove a policy the trainer had updated.
+    trained = trainer['update_count'] > 0 and final.get('policy_version', 0) > 0
     oracle = _oracle(args, params, baseline, saving)
     share = oracle.get('share')
     write_map_yaml(run_dir / 'learned_map.yaml', learned_map,
@@ -513,8 +521,20 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         'real_time_factor_overall': round(lap_s * (args.episodes + 1) / wall_s, 1),
         'default': baseline, 'learned': final, 'energy_saving': saving,
         'speed_error_bound_kph': SPEED_ERROR_BOUND_KPH, 'tracking_within_bound': tracking_ok,
-        'learned_uses_less_energy': saving > 0, 'flashes': flashes, 'oracle': oracle}
+        'learned_uses_less_energy': saving > 0, 'flashes': flashes, 'oracle': oracle,
+        'trained': trained, 'trainer': {key: trainer[key] for key in (
+            'algorithm', 'update_count', 'policy_version', 'buffer_size', 'min_samples',
+            'critic_loss')}}
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    if not trained:
+        print(f'tspace_ros run: NOT TRAINED: {trainer["update_count"]} updates; the trainer '
+              f'starts once the pool holds min_samples {trainer["min_samples"]} samples and '
+              f'held {trainer["buffer_size"]} after {args.episodes} training episodes. Give '
+              f'more --episodes or a lower -p trainer.min_samples (short laps need one). '
+              f'The evaluation drove policy version {final.get("policy_version", 0)} '
+              f'({100 * saving:+.2f} % against the default map)')
+        print(f'  results: {run_dir}/summary.json, episodes.json, logs/')
+        return 4
     verdict = 'less' if saving > 0 else 'NOT less'
     print(f'tspace_ros run: learned map {final["energy_per_km_wh"]:.2f} Wh/km vs default '
           f'{baseline["energy_per_km_wh"]:.2f} Wh/km: {100 * saving:+.2f} % ({verdict} '
@@ -611,11 +631,14 @@ def _progress(total: int):
 
 def _report_progress(bar, figures: dict, baseline: dict):
     loss = figures.get('critic_loss')
-    loss = loss if loss is not None and math.isfinite(loss) else float('nan')
+    if loss is None:
+        loss = 'none yet (no update)'
+    else:
+        loss = f'{loss:.3g}' if math.isfinite(loss) else f'{loss} (diverged)'
     text = (f'episode {figures["index"]} ({figures["kind"]}): '
             f'{figures["energy_per_km_wh"]:.2f} Wh/km (default '
             f'{baseline["energy_per_km_wh"]:.2f}), reward {figures["total_reward"]:.0f}, '
-            f'critic loss {loss:.3g}')
+            f'critic loss {loss}')
     if bar is None:
         print(f'  {text}', flush=True)
     else:
