@@ -209,3 +209,20 @@ def test_a_run_that_did_not_train_says_so_and_exits_4(tmp_path):
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / 'summary.json').read_text())
     assert summary['trained'] is False and summary['trainer']['update_count'] == 0
+
+
+def test_the_parked_van_is_charged_back_to_its_first_laps_charge():
+    from tspace_ros.vehicle import drive_cycle, VehicleSimulation
+    sim = VehicleSimulation(load_vehicle_parameters(), drive_cycle('wltc3b').truncated(120),
+                            repeat_cycle=True)
+
+    class Van(bringup._Charger):
+        pass
+    van = Van()
+    van.sim = sim
+    start = sim.battery.soc
+    van.recharge()
+    sim.run(120.0)
+    assert sim.battery.soc < start
+    van.recharge()
+    assert sim.battery.soc == start
