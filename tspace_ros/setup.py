@@ -1,6 +1,7 @@
 """Install the tspace_ros Python package, its launch files, configuration and nodes."""
 
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
@@ -47,6 +48,10 @@ setup(
         ('share/' + PACKAGE + '/config/cloud', glob('config/cloud/*.yaml')),
         ('share/' + PACKAGE + '/config/links', glob('config/links/*.yaml')),
         ('share/' + PACKAGE + '/config/dbc', glob('config/dbc/*.dbc') + glob('config/dbc/*.a2l')),
+        ('share/' + PACKAGE + '/config/oracle', glob('config/oracle/*.md')),
+        # The shipped oracle results: config/oracle/<vehicle>/<driver>/<cycle>.json.
+        *[('share/' + PACKAGE + '/' + os.path.dirname(path), [path])
+          for path in sorted(glob('config/oracle/*/*/*.json'))],
     ],
     install_requires=['setuptools'],
     extras_require={'test': ['pytest']},

@@ -240,3 +240,19 @@ def test_the_run_reference_reads_the_cache_names_stale_results_and_searches(tmp_
         stale['reason']
     with pytest.raises(ValueError, match='oracle mode'):
         run_reference('always', tmp_path, PARAMS, TASK, 'wltc3b', lap_s, baseline, 0.01)
+
+
+def test_the_shipped_result_is_current_and_read_when_the_cache_has_none(tmp_path):
+    # The shipped whole-cycle result must still match the simulator: its default-map
+    # energy is the van's own on WLTC 3b (else run bench/oracle_map.py and ship it again).
+    from tspace_ros.vehicle.oracle import run_reference, shipped_dir
+    shipped = load_result(shipped_dir(), TASK.vehicle_id, 'wltc3b')
+    assert shipped is not None and shipped.box == 'gate' and shipped.saving > 0.02
+    baseline = evaluate_map(PARAMS, 'wltc3b', DEFAULT, DEFAULT).energy_per_km_wh
+    assert shipped.wh_per_km_default == pytest.approx(baseline, rel=1e-9)
+    best = evaluate_map(PARAMS, 'wltc3b', shipped.best_map(), DEFAULT)
+    assert best.energy_per_km_wh == pytest.approx(shipped.wh_per_km_best, rel=1e-9)
+    assert TASK.safety_gate().check_full_map(shipped.best_map()).failures == ()
+    report = run_reference('cached', tmp_path, PARAMS, TASK, 'wltc3b', None, baseline, 0.0125)
+    assert report['status'] == 'shipped' and report['share'] == pytest.approx(
+        0.0125 / shipped.saving)

@@ -775,6 +775,15 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / 'tspace_ros' / 'oracle'
 
 
+def shipped_dir() -> Optional[pathlib.Path]:
+    """Return the oracle results shipped with the package (config/oracle), None if absent."""
+    from tspace_ros.task.files import config_path, VehicleConfigError
+    try:
+        return config_path('oracle', 'README.md').parent
+    except VehicleConfigError:
+        return None
+
+
 def run_reference(mode: str, cache_dir: Union[str, os.PathLike], params: VehicleParameters,
                   task, cycle: str, lap_s: Optional[float], baseline_wh_per_km: float,
                   learned_saving: float, budget: int = 120,
@@ -785,7 +794,9 @@ def run_reference(mode: str, cache_dir: Union[str, os.PathLike], params: Vehicle
 
     mode ``cached`` reads the cache only; ``search`` reads it and, when there is
     no usable result, runs ``run_oracle`` (``budget`` simulations) and caches it;
-    ``off`` reports nothing. The dict has ``status`` (``cached``, ``searched``,
+    ``off`` reports nothing. The cache is ``cache_dir``, then the results shipped
+    in ``config/oracle`` (``shipped_dir``). The dict has ``status`` (``cached``,
+    ``shipped``, ``searched``,
     ``not computed``, ``stale``, ``unreadable`` or ``off``), a ``reason`` when
     there is no figure, and with a figure: ``saving``, ``wh_per_km_best``,
     ``share`` (learned saving / oracle saving; None if the oracle saves
@@ -805,6 +816,12 @@ def run_reference(mode: str, cache_dir: Union[str, os.PathLike], params: Vehicle
     result, status = None, 'cached'
     try:
         result = load_result(cache_dir, task.vehicle_id, key, driver)
+        if result is None:   # the results shipped with the package (config/oracle/)
+            shipped = shipped_dir()
+            result = load_result(shipped, task.vehicle_id, key, driver) if shipped else None
+            if result is not None:
+                status = 'shipped'
+                report['path'] = str(result_path(shipped, task.vehicle_id, key, driver))
     except OracleCacheError as error:
         report.update(status='unreadable', reason=str(error))
     if result is not None and abs(result.wh_per_km_default / baseline_wh_per_km - 1.0) \
