@@ -225,3 +225,37 @@ def test_a_status_captured_before_the_ack_never_makes_the_bridge_follow_or_doubt
                               map_fallback=True)
     feed(core, [fresh])
     assert core.active_is_default and core.vcu_counts['fallbacks'] == 1
+
+
+@pytest.mark.parametrize('interface_t0_s', [1000.0, 1_790_000_000.0, 1_790_000_000.0 + 86400])
+def test_a_map_becomes_active_on_the_windows_clock_however_skewed_the_node_clock(
+        db, default, interface_t0_s):
+    # The interface's clock (frame capture times: hardware timestamps since the device
+    # started, or UTC a day ahead) is not the node's. The agent and the cruncher compare a
+    # window's start with the active map's stamp: both must be on the windows' clock.
+    from tspace_ros.bridge.core import Now
+    node_now = Now(1_795_000_000_000_000_000, 5.0)
+    core = make_core(db, default)
+    before, _ = feed(core, vehicle_frames(db, 2.0, t0=interface_t0_s))
+    vcu = VcuMapReceiver(db, default)
+    transfer = core.begin_flash(action_map(default, 3, -0.5), 3, 4)
+    acks = []
+    for frame in transfer.frames:
+        acks += vcu.feed(frame, now_s=interface_t0_s + 2.0)
+    for ack in acks:   # captured by the interface when the VCU answered
+        ack.timestamp = interface_t0_s + 2.0
+    core.commit_sent(0.0)
+    _, results = feed(core, acks)
+    assert results[0].success
+    since = core.active_since_ns(node_now)
+    assert since == pytest.approx((interface_t0_s + 2.0) * 1e9, abs=1e6)
+    after, _ = feed(core, vehicle_frames(db, 4.0, t0=interface_t0_s + 2.02))
+    assert before and after
+    assert all(w.window.start_ns < since for w in before)   # began under the old map
+    # Of the later windows only one straddling the flash began before it; the rest are
+    # wholly under the new map: the agent answers them.
+    assert sum(w.window.start_ns < since for w in after) <= 1
+    assert sum(w.window.start_ns >= since for w in after) >= len(after) - 1 >= 1
+    # A cloud link's windows are on the node clock (UTC from the TBox, polled late).
+    core.window_clock = 'node'
+    assert core.active_since_ns(node_now) == node_now.node_ns

@@ -180,6 +180,7 @@ class BridgeCore(VehicleMap):
         self.decoder = decoder
         self.windows = windows
         self.last_frame_ns: Optional[int] = None
+        self.window_clock = 'capture'   # the clock windows are on: see active_since_ns
         # The session (the calls with times).
         self.settings = settings or BridgeSettings()
         self._send = send
@@ -333,6 +334,25 @@ class BridgeCore(VehicleMap):
                                        f'malformed map: {message}', self.active_map))
 
     # ---- the session: flashes and restores --------------------------------------------------
+
+    def active_since_ns(self, now: Now) -> int:
+        """
+        Return when a map that became active now did, on the WINDOWS' clock (UTC ns).
+
+        Windows are stamped with the capture time of their frames or samples, the
+        interface's clock, which need not be the node's: a CAN interface's hardware
+        timestamps can be skewed from the node clock by any amount. The agent and
+        the cruncher compare a window's start with this stamp (a window that began
+        before it began under the previous map), so it is taken on the same clock:
+        the newest capture time (with ``window_clock`` 'capture', the CAN links: the
+        VCU's acknowledgement is among the newest frames), or the node clock
+        (``window_clock`` 'node', a cloud link: its samples are polled seconds late
+        and stamped in UTC by the vehicle, as the node clock is), or the node clock
+        while no frame arrived yet.
+        """
+        if self.window_clock == 'capture' and self.last_frame_ns is not None:
+            return max(self.last_frame_ns, 0)
+        return now.node_ns
 
     def bus_now_s(self, now: Now) -> float:
         """Return the bus time: the capture time of the newest frame or sample, else the node's."""

@@ -140,6 +140,9 @@ class CloudBridge(VehicleBridgeNode):
         core = BridgeCore(task.vehicle_default_map(), task.safety_gate(link.resolution_nm),
                           windows, link, settings=self.settings(task),
                           send=lambda frames: None, config_values={'cloud_url': url})
+        # Polled samples arrive seconds late, stamped in UTC by the TBox: a map's activation
+        # is on the node clock (UTC, within max_clock_skew_s of the TBox's).
+        core.window_clock = 'node'
         if p('mqtt_port'):
             password = self._secret(p('mqtt_password_env'), p('mqtt_password_file'),
                                     'MQTT password', required=bool(p('mqtt_username')))

@@ -310,9 +310,9 @@ class VehicleBridgeNode(TspaceLifecycleNode):
             if note.end_ns is not None:
                 event.episode_end = time_from_ns(note.end_ns)
             self._event_pub.publish(event)
-        if out.active_map is not None:
+        if out.active_map is not None:   # stamped on the windows' clock
             self._map_pub.publish(torque_map_to_msg(out.active_map,
-                                                    self.get_clock().now().nanoseconds))
+                                                    self.core.active_since_ns(self._now())))
         for result in out.windows:
             self._window_pub.publish(window_to_msg(result.window,
                                                    flagged_signals=result.flagged_signals))
@@ -376,9 +376,9 @@ class VehicleBridgeNode(TspaceLifecycleNode):
     def _result(self, result: FlashResult):
         out = FlashTorqueMap.Result(success=result.success, error_code=int(result.error),
                                     message=result.message)
-        if result.active_map is not None:
+        if result.active_map is not None:   # stamped on the windows' clock
             out.active_map = torque_map_to_msg(result.active_map,
-                                               self.get_clock().now().nanoseconds)
+                                               self.core.active_since_ns(self._now()))
         return out
 
     def _restore_default(self, why: str, wait_s: Optional[float] = None):
