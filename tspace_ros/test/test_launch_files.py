@@ -10,6 +10,7 @@ node in configure with the file and the key named.
 """
 
 import ast
+import pathlib
 import importlib.util
 
 from lifecycle_msgs.msg import Transition
@@ -193,3 +194,27 @@ def test_launch_descriptions_build_with_real_launch_ros(name, simulated):
     assert ('vehicle_sim' in executables) == simulated
     assert {'can_bridge', 'agent', 'cruncher', 'storage', 'trainer',
             'lifecycle_manager'} <= executables
+
+
+def test_a_params_file_on_the_command_line_layers_over_the_suite_file(tmp_path, monkeypatch,
+                                                                       capsys):
+    from tspace_ros import suite as suite_module
+    monkeypatch.chdir(tmp_path)   # not the repository: config/... is found all the same
+    rdpg = suite_module.resolve_params_file('config/agents/rdpg.yaml')
+    assert rdpg == suite_module.config_path('agents', 'rdpg.yaml') and rdpg.is_file()
+    assert suite_module.resolve_params_file('agents/rdpg.yaml') == rdpg
+    mine = tmp_path / 'mine.yaml'
+    mine.write_text('/**/trainer:\n  ros__parameters:\n    batch_size: 64\n')
+    assert suite_module.resolve_params_file('mine.yaml') == pathlib.Path('mine.yaml')
+    with pytest.raises(suite_module.SuiteConfigError, match='nope.yaml: not found in'):
+        suite_module.resolve_params_file('nope.yaml')
+    # The command line's files come after the suite's own: its settings stay, later win.
+    assert suite_module.main(['--params-file', 'nope.yaml']) == 2
+    assert 'parameter file nope.yaml: not found' in capsys.readouterr().err
+    args = suite_module.parse_args(['--params-file', 'mine.yaml'])
+    files = [suite_module.params_file_path()] + [suite_module.resolve_params_file(f)
+                                                 for f in args.params_file]
+    params = suite_module.load_parameter_files(files)
+    assert params['trainer']['batch_size'] == 64
+    assert params['lifecycle_manager']['node_names'] == load_node_parameters(
+        SUITE_PARAMS)['lifecycle_manager']['node_names']

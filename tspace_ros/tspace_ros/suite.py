@@ -65,6 +65,26 @@ def config_path(*parts: str) -> pathlib.Path:
     return params_file_path().parent.joinpath(*parts)
 
 
+def resolve_params_file(path) -> pathlib.Path:
+    """
+    Return a parameter file given on the command line: as given, or under the config dir.
+
+    A relative path that does not exist from the working directory is looked up
+    in the package's config/ (``config/agents/rdpg.yaml`` or ``agents/rdpg.yaml``
+    from the repository root or anywhere else). SuiteConfigError names where it
+    looked.
+    """
+    given = pathlib.Path(path).expanduser()
+    if given.is_file() or given.is_absolute():
+        return given
+    parts = given.parts[1:] if given.parts[:1] == ('config',) else given.parts
+    shipped = config_path(*parts) if parts else None
+    if shipped is not None and shipped.is_file():
+        return shipped
+    raise SuiteConfigError(f'parameter file {path}: not found in {pathlib.Path.cwd()} nor in '
+                           f'{params_file_path().parent}')
+
+
 def link_params_path(link: str) -> pathlib.Path:
     """Return the link's parameter layer, config/links/<link>.yaml (see LINKS)."""
     if link not in LINKS:
@@ -280,9 +300,11 @@ def parse_args(argv):
     parser.add_argument('--namespace', default='SIMVAN00000000001',
                         help='namespace of the vehicle (its VIN)')
     parser.add_argument('--params-file', type=pathlib.Path, action='append', default=[],
-                        help='ROS 2 parameter file; repeat to layer several, later ones win '
-                        '(default: config/sim_suite.yaml; e.g. add config/agents/rdpg.yaml, '
-                        'config/storage/mongodb.yaml, config/sites/example_depot.yaml)')
+                        help='a ROS 2 parameter file layered over config/sim_suite.yaml (and '
+                        "the link's layer); repeat to layer several, later ones win; a "
+                        'relative path not found here is looked up in the config directory '
+                        '(e.g. config/agents/rdpg.yaml, config/storage/mongodb.yaml, '
+                        'config/sites/example_depot.yaml)')
     parser.add_argument('--vehicles', nargs='+', default=[], metavar='VIN',
                         help='a fleet: one van, bridge, cruncher and agent per VIN, one '
                         'storage and trainer for all (in --namespace)')
@@ -315,13 +337,19 @@ def parse_overrides(items) -> Dict[str, Dict[str, Any]]:
 def main(argv=None) -> int:
     """Run the suite until SIGINT/SIGTERM; shut it down cleanly."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        files = [params_file_path()] + [resolve_params_file(f) for f in args.params_file]
+        overrides = parse_overrides(args.param)
+    except SuiteConfigError as error:
+        print(f'tspace_ros suite: {error}', file=sys.stderr)
+        return 2
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     suite = None
     try:
-        suite = Suite(args.namespace, args.params_file, parse_overrides(args.param),
+        suite = Suite(args.namespace, files, overrides,
                       simulate=not args.no_sim, vehicles=args.vehicles, record=args.record)
         ok, message = suite.startup()
         print(f'tspace_ros suite: {message}', flush=True)
