@@ -10,8 +10,8 @@ node in configure with the file and the key named.
 """
 
 import ast
-import pathlib
 import importlib.util
+import pathlib
 
 from lifecycle_msgs.msg import Transition
 import pytest
@@ -196,8 +196,8 @@ def test_launch_descriptions_build_with_real_launch_ros(name, simulated):
             'lifecycle_manager'} <= executables
 
 
-def test_a_params_file_on_the_command_line_layers_over_the_suite_file(tmp_path, monkeypatch,
-                                                                       capsys):
+def test_a_params_file_on_the_command_line_layers_over_the_suite_file(
+        tmp_path, monkeypatch, capsys):
     from tspace_ros import suite as suite_module
     monkeypatch.chdir(tmp_path)   # not the repository: config/... is found all the same
     rdpg = suite_module.resolve_params_file('config/agents/rdpg.yaml')
