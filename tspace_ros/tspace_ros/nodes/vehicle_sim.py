@@ -147,9 +147,9 @@ class VehicleSim(TspaceLifecycleNode):
                                'Drive only the first this many seconds of the cycle (0: all).',
                                (0.0, 1e6))
         self.declare_described('driver_model', '',
-                               "Simulated driver: pi (meets the trace, inverting the map) or "
-                               "dyno (a test driver within the cycle's tolerance band); '' = "
-                               "the vehicle file's driver.model.")
+                               'Simulated driver: pi (meets the trace, inverting the map) or '
+                               'dyno (a test driver within the tolerance band of the cycle); '
+                               "'' = driver.model of the vehicle file.")
         self.declare_described('repeat_cycle', False,
                                'Start the cycle again at its end (endless operation).')
         self.declare_described('real_time_factor', 1.0,
