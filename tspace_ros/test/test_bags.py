@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from interface_values import differences, fill
 from lifecycle_msgs.msg import State, Transition as LifecycleTransition
@@ -338,6 +339,46 @@ def test_recorder_records_exactly_what_was_sent(recording):
         assert len(read) == len(msgs), topic
         for (_, _, _, data), msg in zip(read, msgs):  # first, last and all between
             assert differences(deserialize_message(data, classes[topic]), msg) == [], topic
+
+
+def test_messages_before_the_first_clock_do_not_start_the_bag_at_1970(tmp_path):
+    # Under use_sim_time the node clock reads 0 until /clock arrives: what came before
+    # is written at the clock's first reading, and the bag starts there, not at epoch 0.
+    ns = f'{NS}_early'
+    first_clock_ns = 1_790_000_000_000_000_000
+    with NodeProcess('tspace_ros.nodes.recorder', tmp_path / 'recorder.log', [
+            '-r', f'__ns:=/{ns}', '-p', f'output_dir:={tmp_path / "bags"}',
+            '-p', 'use_sim_time:=true', '-p', 'discovery_period_s:=0.2',
+            '-p', 'diagnostics_period_s:=0.2']) as process, RosContext() as ros:
+        probe = ros.node('early_probe', ns)
+        windows = probe.create_publisher(ObservationWindow, 'observation/window', WINDOW_QOS)
+        clock = probe.create_publisher(Clock, '/clock', 10)
+        diags = []
+        probe.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 100)
+        node = LifecycleDriver(ros, f'{ns}/recorder')
+        assert node.transition(LifecycleTransition.TRANSITION_CONFIGURE), process.output()
+        assert node.transition(LifecycleTransition.TRANSITION_ACTIVATE), process.output()
+        assert spin_until(ros.executor, lambda: windows.get_subscription_count() > 0,
+                          TIMEOUT_S)
+        for k in range(3):
+            windows.publish(distinct(ObservationWindow, k))
+        spin_until(ros.executor, lambda: False, 0.5)   # received while the clock reads 0
+        assert spin_until(ros.executor, lambda: clock.get_subscription_count() > 0,
+                          TIMEOUT_S)
+        for k in range(3, 6):
+            stamp = first_clock_ns + (k - 3) * 10**8
+            clock.publish(Clock(clock=Time(sec=stamp // 10**9, nanosec=stamp % 10**9)))
+            spin_until(ros.executor, lambda: False, 0.3)
+            windows.publish(distinct(ObservationWindow, k))
+        name = f'/{ns}/recorder'
+        assert spin_until(ros.executor, lambda: _status_values(diags, name).get(
+            f'messages /{ns}/observation/window') == '6', TIMEOUT_S), process.output()
+        assert node.transition(LifecycleTransition.TRANSITION_DEACTIVATE)
+        bag = pathlib.Path(_status_values(diags, name)['path'])
+    info = bag_info(bag)
+    assert info['counts'][f'/{ns}/observation/window'] == 6
+    assert first_clock_ns <= info['start_ns'] <= info['end_ns'] < first_clock_ns + 10**9
+    assert _status_values(diags, name)['early_dropped'] == '0'
 
 
 # ---- replay node and command ----------------------------------------------------------------

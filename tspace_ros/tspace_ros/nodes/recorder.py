@@ -5,8 +5,13 @@ Each activation creates a new bag directory ``<output_dir>/<prefix>_<UTC time>``
 (see ``tspace_ros.bags``) and subscribes to every listed topic with ``raw=True``:
 rclpy hands over the serialized CDR bytes, which go to the bag unchanged,
 stamped with the receive time on the node's clock (simulated time under
-``use_sim_time``). Deactivate (or cleanup, shutdown, SIGTERM) closes the bag:
-metadata.yaml is written and the path and counts are logged.
+``use_sim_time``). A message that arrives while that clock still reads 0 (no
+``/clock`` yet) is held, up to ``MAX_EARLY`` messages, and written with the
+clock's first reading (or, if the clock never starts, the wall clock's when the
+bag closes), so a bag never starts at epoch 0; one held over the bound is
+dropped and counted (``early_dropped`` in ``/diagnostics``). Deactivate (or
+cleanup, shutdown, SIGTERM) closes the bag: metadata.yaml is written and the
+path and counts are logged.
 
 Topics (``topics``, relative ones in the node's namespace): a topic's type is
 the one its publishers announce, else the type in ``DEFAULT_TOPICS``; a topic
@@ -26,6 +31,7 @@ import os
 import pathlib
 import sys
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -40,6 +46,8 @@ from tspace_ros.nodes.messages import message_class  # noqa: F401 - recorder's A
 from tspace_ros.nodes.qos import ACTIVE_MAP_QOS, EVENT_QOS, RECORD_QOS, WINDOW_QOS
 
 RECORD_DEPTH = 1000
+# Messages held while the clock still reads 0 (before the first /clock), at most.
+MAX_EARLY = 10000
 
 _VOLATILE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
                        reliability=ReliabilityPolicy.RELIABLE,
@@ -94,6 +102,8 @@ class RecorderNode(TspaceLifecycleNode):
         self._wanted = []
         self._defaults = {}
         self._bag = None
+        self._early = []          # (topic, data) received before the clock started
+        self.early_dropped = 0
         self._record_subs = {}
         self._record_timers = []
         self._diag_pub = None
@@ -172,7 +182,10 @@ class RecorderNode(TspaceLifecycleNode):
             self.destroy_subscription(subscription)
         self._record_subs = {}
         with self._lock:
+            if self._bag is not None and self._early:
+                self._write_early(time.time_ns())   # the clock never started
             bag, self._bag = self._bag, None
+            self._early = []
         if bag is None:
             return
         try:
@@ -255,11 +268,26 @@ class RecorderNode(TspaceLifecycleNode):
         with self._lock:
             if self._bag is None:
                 return
+            now_ns = self.get_clock().now().nanoseconds
             try:
-                self._bag.write(topic, self.get_clock().now().nanoseconds, data)
+                if now_ns <= 0:   # no clock yet: hold it (a bag must not start at 1970)
+                    self._early.append((topic, data))
+                    if len(self._early) > MAX_EARLY:
+                        del self._early[0]
+                        self.early_dropped += 1
+                    return
+                if self._early:
+                    self._write_early(now_ns)
+                self._bag.write(topic, now_ns, data)
             except BagError as error:
                 self._problem = str(error)
                 self.get_logger().error(self._problem, throttle_duration_sec=5.0)
+
+    def _write_early(self, stamp_ns: int) -> None:
+        """Write the messages held before the clock started, in order, at stamp_ns (locked)."""
+        early, self._early = self._early, []
+        for topic, data in early:
+            self._bag.write(topic, stamp_ns, data)
 
     def _publish_diagnostics(self, bag=None):
         bag = bag or self._bag
@@ -278,6 +306,7 @@ class RecorderNode(TspaceLifecycleNode):
             message = f'{"recording" if bag.is_open else "recorded"} ' \
                       f'{bag.message_count} messages to {bag.path}'
         values['last_problem'] = self._problem or '-'
+        values['early_dropped'] = self.early_dropped
         self._diag_pub.publish(diagnostic_array(
             self.get_clock().now().to_msg(), self.get_fully_qualified_name(), 'tspace_ros',
             level, message, values))
