@@ -29,6 +29,7 @@ COMMANDS = {
     'bringup': 'tspace_ros.bringup:main',
     'suite': 'tspace_ros.suite:main',
     'cloud_sim': 'tspace_ros.cloud_sim:main',
+    'tspace_ctl': 'tspace_ros.ctl:main',
 }
 
 setup(

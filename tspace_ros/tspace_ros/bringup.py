@@ -500,6 +500,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         if world is not None:
             flashes['cloud'] = cloud_figures(suite[suite.bridge_name], world)
         losses = list(suite['trainer'].core.loss_history)
+        # The trained policy as the file the agent's policy_file takes (infer mode).
+        suite['trainer'].core.current_blob().save(run_dir / 'policy.npz')
         trainer = dict(suite['trainer'].core.status(),
                        min_samples=suite['trainer'].core.config.min_samples)
     except JobError as error:
@@ -576,7 +578,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
               f'{f" --lap-s {args.lap_s:g}" if args.lap_s else ""} --cache-dir '
               f'{oracle.get("cache_dir", "DIR")}')
     print(f'  results: {run_dir}/report.png, summary.json, episodes.json, learned_map.yaml, '
-          f'pool/, checkpoints/, tensorboard/, logs/{", bags/" if args.record else ""}')
+          f'policy.npz, pool/, checkpoints/, tensorboard/, logs/'
+          f'{", bags/" if args.record else ""}')
     return 0 if saving > 0 and tracking_ok else 3
 
 
