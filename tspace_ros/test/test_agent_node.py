@@ -256,3 +256,31 @@ def test_recurrent_policy_carries_its_state_through_the_node(tmp_path):
     assert first.changed_row_start == start
     np.testing.assert_allclose(torque_map_from_msg(first, reference=DEFAULT).torque_nm,
                                want.torque_nm, atol=0.02)
+
+
+def test_an_integer_for_a_number_parameter_is_that_number():
+    # YAML writes 1 for 1.0 (-p agent.noise_sigma=1, a parameter file): not a type error.
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from tspace_ros.nodes.agent import Agent
+    rclpy.init(args=['--ros-args', '--disable-stdout-logs'])
+    try:
+        node = Agent('agent_int', namespace='int_test', parameter_overrides=[
+            Parameter('noise_sigma', value=1), Parameter('goal_timeout_s', value=5)])
+        try:
+            assert node.parameters_valid()
+            assert node.get_parameter('noise_sigma').value == 1.0
+            assert isinstance(node.get_parameter('goal_timeout_s').value, float)
+        finally:
+            node.destroy_node()
+        # Out of range stays an error, naming the parameter.
+        node = Agent('agent_big', namespace='int_test',
+                     parameter_overrides=[Parameter('noise_sigma', value=7)])
+        try:
+            assert not node.parameters_valid()
+            assert any('noise_sigma' in e for e in node._parameter_errors)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -54,7 +54,8 @@ class TspaceLifecycleNode(LifecycleNode):
         the parameter keeps its default, the error is kept, and
         ``parameters_valid()`` (called first in ``on_configure``) reports it.
         A list default (of strings; may be empty) declares a string array; read it
-        with ``string_list()``.
+        with ``string_list()``. An integer given for a float parameter is taken as
+        that number (YAML writes 1 for 1.0).
         """
         if isinstance(default, list):
             descriptor = ParameterDescriptor(
@@ -80,6 +81,15 @@ class TspaceLifecycleNode(LifecycleNode):
         try:
             return self.declare_parameter(name, default, descriptor)
         except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            given = self._parameter_overrides.get(name)
+            if isinstance(default, float) and given is not None and \
+                    given.type_ == Parameter.Type.INTEGER:
+                # YAML (a parameter file, -p x:=1) writes 1 for 1.0: take it as the number.
+                try:
+                    return self.declare_parameter(name, float(given.value), descriptor,
+                                                  ignore_override=True)
+                except InvalidParameterValueException as out_of_range:
+                    error = out_of_range
             self._parameter_errors.append(f'parameter {name!r}: {error}')
             return self.declare_parameter(name, default, descriptor, ignore_override=True)
 

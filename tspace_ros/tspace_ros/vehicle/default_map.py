@@ -73,16 +73,29 @@ HEADER = """\
 
 
 def main(argv=None) -> int:
-    """Write the default map of a vehicle file as YAML (stdout or a file)."""
-    argv = sys.argv[1:] if argv is None else argv
-    params = load_vehicle_parameters(argv[0] if argv else None)
-    text = HEADER + yaml.safe_dump(design_default_map(params).to_dict(),
-                                   default_flow_style=None, sort_keys=False, width=200)
-    if len(argv) > 1:
-        with open(argv[1], 'w') as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
+    """Write the default map of a vehicle file as YAML (stdout or a file); exit code."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog='python -m tspace_ros.vehicle.default_map',
+        description='Design the default torque map of a vehicle file from its motor '
+        'envelope and write it as YAML.', epilog='exit codes: 0 written; 1 the vehicle '
+        'file cannot be read or is wrong, or the output cannot be written; 2 wrong arguments')
+    parser.add_argument('vehicle', nargs='?', default=None,
+                        help='vehicle file (default: the shipped config/vehicles/sim_van.yaml)')
+    parser.add_argument('out', nargs='?', default=None, help='output file (default: stdout)')
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        params = load_vehicle_parameters(args.vehicle)
+        text = HEADER + yaml.safe_dump(design_default_map(params).to_dict(),
+                                       default_flow_style=None, sort_keys=False, width=200)
+        if args.out:
+            with open(args.out, 'w') as out:
+                out.write(text)
+        else:
+            sys.stdout.write(text)
+    except (OSError, ValueError) as error:   # VehicleConfigError is a ValueError
+        print(f'default_map: {error}', file=sys.stderr)
+        return 1
     return 0
 
 
