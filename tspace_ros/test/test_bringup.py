@@ -226,3 +226,27 @@ def test_the_parked_van_is_charged_back_to_its_first_laps_charge():
     assert sim.battery.soc < start
     van.recharge()
     assert sim.battery.soc == start
+
+
+def test_a_failed_start_says_why_once(tmp_path):
+    # A wrong value for a node: the console names the node and its reason, no traceback.
+    result = subprocess.run(
+        [sys.executable, '-m', 'tspace_ros.bringup', '--episodes', '1', '--lap-s', '60',
+         '--out', str(tmp_path), '--no-progress', '--oracle', 'off',
+         '-p', 'cruncher.max_step_windows=0', '-p', 'vehicle_sim.driver_model=robot'],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'startup failed: vehicle_sim could not be configured: configure failed: cannot ' \
+        'build the simulated vehicle' in result.stderr and 'robot' in result.stderr
+    assert 'startup failed: startup failed' not in result.stderr
+    assert 'Traceback' not in result.stderr
+    # A node of the chain: the manager stops the chain; the node's own reason is shown.
+    result = subprocess.run(
+        [sys.executable, '-m', 'tspace_ros.bringup', '--episodes', '1', '--lap-s', '60',
+         '--out', str(tmp_path), '--no-progress', '--oracle', 'off',
+         '-p', 'cruncher.max_step_windows=0'],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert '(cruncher: ' in result.stderr and 'max_step_windows' in result.stderr, \
+        result.stderr
+    assert 'startup failed: startup failed' not in result.stderr

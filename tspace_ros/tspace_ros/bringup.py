@@ -479,7 +479,8 @@ def _run(args, run_dir: pathlib.Path, stamp) -> int:
         job.van = van
         ok, message = suite.startup()
         if not ok:
-            raise JobError(f'startup failed: {message}')
+            raise JobError(message if message.startswith('startup failed') else
+                           f'startup failed: {message}')
         bar = None if args.no_progress else _progress(args.episodes + 1)
         for index in range(args.episodes + 1):
             evaluate = index == args.episodes

@@ -269,11 +269,19 @@ class Suite:
         """Configure the simulated vans, bring the suite up, then start the vans."""
         for vehicle in self._sims:
             if self.vehicle_transition(Transition.TRANSITION_CONFIGURE, vehicle) != 'inactive':
-                return False, f'vehicle_sim {vehicle} could not be configured; see its log'
+                return False, (f'vehicle_sim{" " * bool(vehicle)}{vehicle} could not be '
+                               f'configured: '
+                               f'{self._sims[vehicle].last_error or "see its log"}')
         ok, message = self.manager.startup()
+        if not ok:   # the causes, as the nodes logged them (the manager only saw the state)
+            causes = [f'{name}: {node.last_error}' for name, node in self.nodes.items()
+                      if getattr(node, 'last_error', '')]
+            message += f' ({"; ".join(causes)})' if causes else ''
         for vehicle in self._sims if ok else ():
             if self.vehicle_transition(Transition.TRANSITION_ACTIVATE, vehicle) != 'active':
-                return False, f'vehicle_sim {vehicle} could not be activated; see its log'
+                return False, (f'vehicle_sim{" " * bool(vehicle)}{vehicle} could not be '
+                               f'activated: '
+                               f'{self._sims[vehicle].last_error or "see its log"}')
         return ok, message
 
     def shutdown(self):

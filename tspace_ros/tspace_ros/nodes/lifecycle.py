@@ -1,10 +1,12 @@
 """Shared pieces of our lifecycle nodes: typed parameters and the process main loop."""
 
+import functools
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -32,15 +34,71 @@ _PARAMETER_TYPES = {
 }
 
 
+_TRANSITION_CALLBACKS = ('on_configure', 'on_activate', 'on_deactivate', 'on_cleanup',
+                         'on_shutdown')
+
+
+def _guarded(method):
+    """Wrap a transition callback: an exception is logged with its traceback, then ERROR."""
+    @functools.wraps(method)
+    def transition(self, state):
+        try:
+            return method(self, state)
+        except Exception as error:  # a bug or a hostile input: say what, never silently
+            self.get_logger().error(
+                f'{method.__name__[3:]} failed: {type(error).__name__}: {error}\n'
+                f'{traceback.format_exc()}')
+            return TransitionCallbackReturn.ERROR
+    transition.guarded = True
+    return transition
+
+
+class _RecordingLogger:
+    """The node's logger, keeping the last error message (for the suite's failure report)."""
+
+    def __init__(self, logger, node):
+        self._logger, self._node = logger, node
+
+    def error(self, message, **kwargs):
+        """Log an error and keep its first line as the node's ``last_error``."""
+        self._node.last_error = str(message).split('\n', 1)[0]
+        return self._logger.error(message, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
+
+
 class TspaceLifecycleNode(LifecycleNode):
-    """A LifecycleNode that declares described parameters and knows when it is finalized."""
+    """
+    A LifecycleNode that declares described parameters and knows when it is finalized.
+
+    Its transition callbacks never let an exception escape unexplained: it is
+    logged with its traceback and the transition ends in ERROR (the node
+    releases its resources, see ``on_error``). ``last_error`` is the latest
+    error the node logged (first line), for whoever reports its failure.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        """Guard the transition callbacks a subclass defines (see the class doc)."""
+        super().__init_subclass__(**kwargs)
+        for name in _TRANSITION_CALLBACKS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, 'guarded', False):
+                setattr(cls, name, _guarded(method))
 
     def __init__(self, node_name: str, **kwargs):
         """Create the node; `finalized` turns True once it reaches the finalized state."""
+        self.last_error = ''
         super().__init__(node_name, **kwargs)
+        self._recording_logger = _RecordingLogger(super().get_logger(), self)
         self.finalized = False
         self._parameter_errors = []
         self._steady_clock = None
+
+    def get_logger(self):
+        """Return the node's logger (its errors are kept in ``last_error``)."""
+        recording = self.__dict__.get('_recording_logger')
+        return recording if recording is not None else super().get_logger()
 
     def declare_described(self, name: str, default, description: str,
                           value_range: Optional[Tuple[float, float]] = None,
