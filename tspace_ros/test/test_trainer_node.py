@@ -164,3 +164,34 @@ def test_a_trainer_of_its_own_samples_the_storage_pool_and_a_restart_keeps_the_d
                                                  total=50)
         assert '30 updates so far, policy version 30' in output
         assert statuses[-1].buffer_size == 200 and policies[-1].version == 50, output
+
+
+def test_the_manager_does_not_take_a_trainer_busy_training_for_a_dead_one(tmp_path):
+    # Offline training keeps the trainer busy for many seconds; its lifecycle services must
+    # still answer, or the manager declares it lost and deactivates the whole chain.
+    from std_msgs.msg import String
+    write_pool(tmp_path / 'pool')
+    ns = f'{NS}_busy'
+    trainer_args = ['-r', f'__ns:=/{ns}', '-p', 'mode:=offline',
+                    '-p', f'pool_root:={tmp_path / "pool"}', '-p', 'offline_updates:=1500',
+                    '-p', 'batch_size:=256', '-p', 'publish_every:=1000000']
+    manager_args = ['-r', f'__ns:=/{ns}', '-p', 'node_names:=[trainer]',
+                    '-p', 'autostart:=true', '-p', 'check_period_s:=0.2',
+                    '-p', 'response_timeout_s:=1.0', '-p', 'max_missed:=3']
+    with NodeProcess('tspace_ros.nodes.trainer', tmp_path / 'trainer.log',
+                     trainer_args) as trainer, \
+            NodeProcess('tspace_ros.nodes.lifecycle_manager', tmp_path / 'manager.log',
+                        manager_args) as manager, RosContext() as ros:
+        probe = ros.node('busy_probe', ns)
+        statuses, manager_states = [], []
+        probe.create_subscription(TrainerStatus, 'trainer/status', statuses.append, 10)
+        probe.create_subscription(String, 'lifecycle_manager/status',
+                                  lambda m: manager_states.append(m.data), 10)
+        assert spin_until(ros.executor, lambda: 'active' in manager_states, TIMEOUT_S), \
+            manager.output() + trainer.output()
+        assert spin_until(ros.executor, lambda: 'offline training: 1500 updates' in
+                          trainer.output(), 3 * TIMEOUT_S), trainer.output()
+        spin_until(ros.executor, lambda: False, 1.0)
+        assert not [s for s in manager_states if s.startswith('failed')], \
+            (manager_states, manager.output())
+        assert 'failure' not in manager.output()
