@@ -18,10 +18,14 @@ at every step. RDPG (64-unit layers: Dense, 2 LSTM actor; Dense, LSTM, 2 Dense
 critic) trains after every episode on ``--rdpg-batches`` batches of 64 random
 50-step windows of stored episodes; TBPTT with k1 = k2 = 10 splits each batch
 into 5 updates that carry the LSTM state from one 10-step window to the next
-(40 x 5 = 200 updates per 200-step episode).
+(40 x 5 = 200 updates per 200-step episode). ``--algorithm rtd3`` makes the
+recurrent agent recurrent TD3 (RDPG with ``RECURRENT_TD3_OPTIONS``: twin
+critics, target policy smoothing, actor and target updates every second
+window), the same sizes and budget otherwise.
 
 Run after ``scripts/bootstrap``:
-``source scripts/env.sh && python bench/rdpg_pendulum_po.py`` (CPU, minutes).
+``source scripts/env.sh && python bench/rdpg_pendulum_po.py`` (CPU, minutes);
+``--only recurrent --algorithm rtd3`` trains recurrent TD3 alone.
 """
 
 import argparse
@@ -33,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tspace_ros.agents.configs import RECURRENT_TD3_OPTIONS  # noqa: E402
 from tspace_ros.agents.ddpg import DdpgAgent, DdpgConfig  # noqa: E402
 from tspace_ros.agents.episode_buffer import EpisodeBuffer  # noqa: E402
 from tspace_ros.agents.rdpg import RdpgAgent, RdpgConfig  # noqa: E402
@@ -122,15 +127,16 @@ def run_ddpg(args):
 
 
 def run_rdpg(args):
-    """Train RDPG on the partial observation."""
+    """Train the recurrent agent (RDPG, or recurrent TD3) on the partial observation."""
     units = args.rdpg_units
+    options = RECURRENT_TD3_OPTIONS if args.algorithm == 'rtd3' else {}
     agent = RdpgAgent(STATE_DIM, ACTION_DIM, RdpgConfig(
         actor_dense_units=units, actor_lstm_units=(units, units), critic_dense_units=units,
         critic_lstm_units=(units,), critic_head_units=(units, units),
         actor_lr=args.rdpg_actor_lr, critic_lr=1e-3, batch_size=args.rdpg_batch,
         tbptt_k1=args.rdpg_k, tbptt_k2=args.rdpg_k,
         max_sequence_length=args.rdpg_max_length or None,
-        noise='gaussian', noise_sigma=args.noise_sigma, seed=args.seed))
+        noise='gaussian', noise_sigma=args.noise_sigma, seed=args.seed, **options))
     episodes = EpisodeBuffer(STATE_DIM, ACTION_DIM, capacity=args.steps // 200 + 1)
 
     def store(state, action, reward, next_state, terminated):
@@ -139,7 +145,7 @@ def run_rdpg(args):
         else:
             episodes.add_step(state, action, reward, next_state, terminated)
 
-    return run('rdpg', agent, store, lambda step: None,
+    return run(args.algorithm, agent, store, lambda step: None,
                lambda: agent.update(episodes, args.rdpg_batches), args)
 
 
@@ -163,20 +169,25 @@ def main(argv=None) -> int:
     parser.add_argument('--rdpg-batches', type=int, default=40,
                         help='RDPG batches after each episode (each max-length / k updates)')
     parser.add_argument('--rdpg-actor-lr', type=float, default=1e-3, help='RDPG actor lr')
-    parser.add_argument('--only', choices=('rdpg', 'ddpg'), default=None,
-                        help='train one agent only')
+    parser.add_argument('--algorithm', choices=('rdpg', 'rtd3'), default='rdpg',
+                        help='the recurrent agent: RDPG or recurrent TD3 (its TD3 options on)')
+    parser.add_argument('--only', choices=('recurrent', 'rdpg', 'ddpg'), default=None,
+                        help='train one agent only (rdpg: the recurrent one, as recurrent)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.warmup % 200 or args.eval_every % 200 or args.steps < 1 or args.eval_every < 1:
         parser.error('--warmup and --eval-every must be multiples of 200 (whole episodes), '
                      '--steps and --eval-every positive')
-    print(f'partially observed Pendulum-v1 (obs = [cos, sin]): {args.steps} steps per agent, '
+    print(f'partially observed Pendulum-v1 (obs = [cos, sin]), {args.algorithm}: '
+          f'{args.steps} steps per agent, '
           f'warm-up {args.warmup}, eval {args.eval_episodes} episodes every '
           f'{args.eval_every} steps, final {args.final_episodes} episodes, seed {args.seed}',
           flush=True)
     results = {}
-    for name, runner in (('ddpg', run_ddpg), ('rdpg', run_rdpg)):
-        if args.only in (None, name):
+    only = 'recurrent' if args.only == 'rdpg' else args.only
+    for name, kind, runner in (('ddpg', 'ddpg', run_ddpg),
+                               (args.algorithm, 'recurrent', run_rdpg)):
+        if only in (None, kind):
             results[name] = runner(args)
     print('\nlearning curves (step, mean evaluation return):')
     names = list(results)
@@ -190,8 +201,8 @@ def main(argv=None) -> int:
         curve, final, seconds = results[name]
         print(f'  {name}: mean return {final:8.1f}   ({seconds:.0f} s wall time with evaluations)')
     if len(names) == 2:
-        gap = results['rdpg'][1] - results['ddpg'][1]
-        print(f'  RDPG - DDPG: {gap:+.1f}')
+        gap = results[args.algorithm][1] - results['ddpg'][1]
+        print(f'  {args.algorithm.upper()} - DDPG: {gap:+.1f}')
     return 0
 
 

@@ -220,7 +220,8 @@ def test_wrong_settings_fail_configure_with_their_names(tmp_path):
         assert not node.transition(Transition.TRANSITION_CONFIGURE)
         assert process.wait(0.0) is None
     output = process.output()
-    assert "algorithm must be one of ('ddpg', 'td3', 'rdpg'), got 'ppo'" in output
+    from tspace_ros.agents import registry
+    assert f"algorithm must be one of {registry.names()}, got 'ppo'" in output
     assert "mode must be one of ('train', 'infer'), got 'explore'" in output
 
 

@@ -1,8 +1,9 @@
 """
 The package's import boundaries, as the folder layout promises them.
 
-- The core (everything outside ``nodes/``, the single-process ``suite`` and the
-  main job ``bringup``) never imports rclpy: it runs and is tested without ROS.
+- The core (everything outside ``nodes/``, the single-process ``suite``, the
+  main job ``bringup`` and the control tool ``ctl``) never imports rclpy: it runs
+  and is tested without ROS.
 - The vehicle side never loads the simulator (``tspace_ros.vehicle``) or
   TensorFlow: the nodes that run on a real vehicle, checked by importing each in
   a fresh interpreter, and the core packages they use, checked in their source.
@@ -17,7 +18,8 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tspace_ros'
-COMPOSITION = {'suite.py', 'bringup.py'}  # they put the nodes together in one process
+# They put the nodes together in one process, or talk to running nodes (ctl).
+COMPOSITION = {'suite.py', 'bringup.py', 'ctl.py'}
 NODE_HELPERS = {'lifecycle', 'messages', 'qos', 'diagnostics', 'can_bus', 'topic_bus',
                 'vehicle_bridge'}
 VEHICLE_NODES = ['can_bridge', 'cloud_bridge', 'agent', 'cruncher', 'map_viz', 'recorder',

@@ -327,3 +327,251 @@ def test_smoke_training_on_partially_observed_pendulum():
     assert agent.update_count == 3 * 2 * 3
     for name, values in metrics.items():
         assert values.shape == (2,) and np.all(np.isfinite(values)), name
+
+
+# -- recurrent TD3 (the TD3 options; rtd3) -----------------------------------------------
+
+
+def small_buffer(lengths=(3, 7, 11, 6), seed=11):
+    """Return an episode buffer holding random episodes of the given lengths."""
+    rng = np.random.default_rng(seed)
+    buffer = EpisodeBuffer(STATE_DIM, ACTION_DIM)
+    for length in lengths:
+        buffer.add_episode(rng.normal(size=(length, STATE_DIM)),
+                           rng.uniform(-1, 1, (length, ACTION_DIM)), rng.normal(size=length),
+                           rng.normal(size=(length, STATE_DIM)),
+                           np.arange(length) == length - 1)
+    return buffer
+
+
+def weight_sums(model):
+    """Return (sum, sum of |.|) of a model's weights, in float64."""
+    weights = [w.numpy().astype(np.float64) for w in model.weights]
+    return (sum(float(np.sum(w)) for w in weights),
+            sum(float(np.sum(np.abs(w))) for w in weights))
+
+
+# Recorded with the code before the TD3 options: 3 batches (9 TBPTT windows, k1 4, k2 6).
+RDPG_SUMS_AFTER_3_BATCHES = {
+    'actor': (22.570432980115584, 203.6770973090679),
+    'critic': (9.96065203291073, 134.5809116811579),
+    'target_actor': (22.549148602261994, 203.66311926349954),
+    'target_critic': (9.8295236850754, 134.51241374373058)}
+RDPG_CRITIC_LOSSES = (0.8064640387892723, 0.9000048542022705, 0.6395042808282942)
+
+
+@pytest.mark.parametrize('options', [{}, {'twin_critics': False, 'policy_delay': 1,
+                                          'target_noise': 0.0, 'target_noise_clip': 0.3}])
+def test_td3_options_off_update_exactly_as_before(options):
+    """With the TD3 options off the update is RDPG's (numbers recorded before them)."""
+    agent = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(tbptt_k1=4, tbptt_k2=6, **options))
+    assert agent.critic2 is None and agent.target_critic2 is None
+    metrics = agent.update(small_buffer(), 3)
+    assert agent.update_count == 9
+    np.testing.assert_allclose(metrics['critic_loss'], RDPG_CRITIC_LOSSES, rtol=1e-6)
+    for name, sums in RDPG_SUMS_AFTER_3_BATCHES.items():
+        np.testing.assert_allclose(weight_sums(getattr(agent, name)), sums, rtol=1e-6,
+                                   err_msg=name)
+
+
+def _target_by_hand(agent, batch, target_critic):
+    """Return r + gamma (1 - done) Q'(h', mu'(h')) (B, T) from one target critic, no noise."""
+    cfg = agent.config
+    batch_size = len(batch['mask'])
+    ones = np.ones((batch_size, 1), bool)
+    ext_state = np.concatenate([batch['state'][:, :1], batch['next_state']], axis=1)
+    ext_last = np.concatenate([batch['last_action'][:, :1], batch['action']], axis=1)
+    ext_mask = np.concatenate([ones, batch['mask']], axis=1)
+    next_action = agent.target_actor([ext_state, ext_last, ext_mask] + zero_state(
+        batch_size, cfg.actor_lstm_units))[0].numpy()
+    next_q = target_critic([ext_state, ext_last, next_action, ext_mask] + zero_state(
+        batch_size, cfg.critic_lstm_units))[0].numpy()[:, 1:]
+    return batch['reward'] + cfg.gamma * (1.0 - batch['done']) * next_q
+
+
+def test_twin_critics_take_the_smaller_target_and_the_actor_uses_critic_one():
+    """Take the TD target min(Q1', Q2'); train both critics; the actor sees critic 1 only."""
+    agent = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(twin_critics=True))
+    # Its own encoder and head, its own target (a copy at first).
+    own = {id(v) for v in agent.critic.weights}
+    assert not own & {id(v) for v in agent.critic2.weights}
+    assert {id(v) for v in agent.critic2_encoder.weights} <= {
+        id(v) for v in agent.critic2.weights}
+    for a, b in zip(agent.critic2.weights, agent.target_critic2.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.allclose(agent.critic.weights[0].numpy(), agent.critic2.weights[0].numpy())
+    batch = ragged_batch()
+    mask = batch['mask']
+    result = agent.gradients(batch)
+    first = _target_by_hand(agent, batch, agent.target_critic)
+    second = _target_by_hand(agent, batch, agent.target_critic2)
+    target = result['target']
+    assert np.all(target[mask] <= first[mask] + 1e-6) and np.all(
+        target[mask] <= second[mask] + 1e-6)
+    np.testing.assert_allclose(target[mask], np.minimum(first, second)[mask], rtol=1e-5,
+                               atol=1e-6)
+    assert np.any(first[mask] != second[mask])
+    # The critic loss is the sum of both critics' losses on the same targets.
+    critic_zero = zero_state(3, agent.config.critic_lstm_units)
+    inputs = [batch['state'], batch['last_action'], batch['action'], mask]
+    losses = [np.mean((target - critic(inputs + critic_zero)[0].numpy())[mask] ** 2)
+              for critic in (agent.critic, agent.critic2)]
+    assert result['critic_loss'] == pytest.approx(sum(losses), rel=1e-5)
+    assert len(result['critic_gradients']) == len(agent.critic.trainable_variables) + len(
+        agent.critic2.trainable_variables)
+    assert all(np.any(g) for g in result['critic_gradients'][-2:])
+    # Changing critic 2 leaves the actor's loss and gradient as they were.
+    for variable in agent.critic2.weights:
+        variable.assign(variable.numpy() * 1.5 + 0.1)
+    changed = agent.gradients(batch)
+    assert changed['actor_loss'] == result['actor_loss']
+    for a, b in zip(result['actor_gradients'], changed['actor_gradients']):
+        np.testing.assert_array_equal(a, b)
+    assert changed['critic_loss'] != pytest.approx(result['critic_loss'], rel=1e-3)
+    # A training step moves both critics and both critic targets.
+    before = [[w.numpy() for w in getattr(agent, name).weights]
+              for name in ('critic', 'critic2', 'target_critic', 'target_critic2')]
+    agent.train_step(batch)
+    for name, old in zip(('critic', 'critic2', 'target_critic', 'target_critic2'), before):
+        new = [w.numpy() for w in getattr(agent, name).weights]
+        assert any(not np.array_equal(a, b) for a, b in zip(old, new)), name
+
+
+def test_target_smoothing_changes_the_target_only_with_noise_and_is_seeded():
+    """Clipped noise on mu' changes the targets when target_noise > 0; the seed fixes it."""
+    batch = ragged_batch()
+    mask = batch['mask']
+    plain = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config())
+    expected = plain.gradients(batch)['target']
+    np.testing.assert_array_equal(plain.gradients(batch)['target'], expected)
+    np.testing.assert_allclose(expected[mask], _target_by_hand(plain, batch,
+                                                               plain.target_critic)[mask],
+                               rtol=1e-5, atol=1e-6)
+    # Noise clipped to zero is no noise.
+    clipped = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(target_noise=0.5,
+                                                           target_noise_clip=0.0))
+    np.testing.assert_array_equal(clipped.gradients(batch)['target'], expected)
+    noisy, again = (RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(target_noise=0.3))
+                    for _ in range(2))
+    first = [noisy.gradients(batch)['target'] for _ in range(2)]
+    assert not np.allclose(first[0][mask], expected[mask])
+    assert not np.allclose(first[0][mask], first[1][mask])   # fresh noise each time
+    for a, b in zip(first, [again.gradients(batch)['target'] for _ in range(2)]):
+        np.testing.assert_array_equal(a, b)   # the same seed, the same noise
+    # Small noise moves the targets a little (the target critic is smooth in the action).
+    small = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(target_noise=1e-4)).gradients(
+        batch)['target'][mask]
+    assert np.any(small != expected[mask])
+    np.testing.assert_allclose(small, expected[mask], atol=1e-3)
+
+
+def _weights(agent, name):
+    """Return copies of a network's weights."""
+    return [w.numpy() for w in getattr(agent, name).weights]
+
+
+def _changed(before, after) -> bool:
+    """Tell whether any weight differs."""
+    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_policy_delay_steps_the_actor_and_targets_every_nth_window():
+    """policy_delay 2: critics every update; actor and all targets every second one."""
+    agent = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(twin_critics=True, policy_delay=2))
+    batch = ragged_batch()   # 5 steps: one window (k1 = 16) per train_step
+    names = ('actor', 'critic', 'critic2', 'target_actor', 'target_critic', 'target_critic2')
+    for update in range(4):
+        before = {name: _weights(agent, name) for name in names}
+        metrics = agent.train_step(batch)
+        turn = update % 2 == 1
+        assert agent.update_count == update + 1
+        for name in ('critic', 'critic2'):
+            assert _changed(before[name], _weights(agent, name)), (update, name)
+        for name in ('actor', 'target_actor', 'target_critic', 'target_critic2'):
+            assert _changed(before[name], _weights(agent, name)) == turn, (update, name)
+        assert (metrics['actor_grad_norm'] > 0) == turn
+        assert metrics['critic_grad_norm'] > 0 and np.isfinite(metrics['actor_loss'])
+    assert int(agent.actor_optimizer.iterations) == 2
+    assert int(agent.critic_optimizer.iterations) == 4
+    # On its turn the delayed step is RDPG's step (the same starting weights, both networks).
+    plain = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config())
+    delayed = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(policy_delay=2))
+    delayed.update_count = 1   # (fresh optimisers in both: the next window is a turn)
+    expected, metrics = plain.train_step(batch), delayed.train_step(batch)
+    assert metrics == pytest.approx(expected, rel=1e-6)
+    for name in ('actor', 'critic', 'target_actor', 'target_critic'):
+        for a, b in zip(_weights(plain, name), _weights(delayed, name)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+    # The turn counts TBPTT windows across batches: 3 windows of 4 steps per batch.
+    windowed = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(tbptt_k1=4, tbptt_k2=4,
+                                                            policy_delay=3))
+    long = ragged_batch(lengths=(12, 5, 9), seed=3)
+    for _ in range(3):
+        metrics = windowed.train_step(long)
+        assert np.isfinite(metrics['actor_grad_norm']) and metrics['actor_grad_norm'] > 0
+    assert windowed.update_count == 9
+    assert int(windowed.actor_optimizer.iterations) == 3
+    assert int(windowed.critic_optimizer.iterations) == 9
+
+
+def test_rtd3_checkpoint_resumes_exactly(tmp_path):
+    """Twin critics, smoothing and delay: a loaded agent continues with identical updates."""
+    buffer = small_buffer()
+    config = tiny_config(tbptt_k1=4, tbptt_k2=4, twin_critics=True, policy_delay=2,
+                         target_noise=0.2, target_noise_clip=0.5)
+    agent = RdpgAgent(STATE_DIM, ACTION_DIM, config)
+    agent.update(buffer, 1)
+    if agent.update_count % 2 == 0:   # an odd number of windows so far: mid-delay
+        agent.train_step(ragged_batch(lengths=(3, 2, 1)))
+    assert agent.update_count % 2 == 1
+    path = agent.save_checkpoint(tmp_path / 'ckpt')
+    assert sorted(p.name for p in path.iterdir()) == ['agent.json', 'rdpg.weights.h5']
+    loaded = RdpgAgent.load_checkpoint(path)
+    assert loaded.config == config and loaded.update_count == agent.update_count
+    np.testing.assert_array_equal(loaded._smoothing.state.numpy(),
+                                  agent._smoothing.state.numpy())
+    names = ('actor', 'critic', 'critic2', 'target_actor', 'target_critic', 'target_critic2')
+    for name in names:
+        for a, b in zip(_weights(agent, name), _weights(loaded, name)):
+            np.testing.assert_array_equal(a, b)
+    first, second = agent.update(buffer, 2), loaded.update(buffer, 2)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+    for name in names:
+        for a, b in zip(_weights(agent, name), _weights(loaded, name)):
+            np.testing.assert_array_equal(a, b)
+    # A fresh agent (another smoothing noise draw) would not have given these.
+    fresh = RdpgAgent(STATE_DIM, ACTION_DIM, config)
+    assert fresh._smoothing.state.numpy().tolist() != agent._smoothing.state.numpy().tolist()
+
+
+def test_checkpoint_without_the_td3_options_loads_as_rdpg(tmp_path):
+    """A checkpoint from before the TD3 options (no such fields, no smoothing state) loads."""
+    import json
+    buffer = small_buffer()
+    agent = RdpgAgent(STATE_DIM, ACTION_DIM, tiny_config(tbptt_k1=4, tbptt_k2=4))
+    agent.update(buffer, 1)
+    path = agent.save_checkpoint(tmp_path / 'ckpt')
+    manifest = json.loads((path / 'agent.json').read_text())
+    for key in ('twin_critics', 'target_noise', 'target_noise_clip', 'policy_delay'):
+        del manifest['config'][key]
+    del manifest['smoothing_state']
+    (path / 'agent.json').write_text(json.dumps(manifest))
+    loaded = RdpgAgent.load_checkpoint(path)
+    assert loaded.config == agent.config and loaded.critic2 is None
+    first, second = agent.update(buffer, 1), loaded.update(buffer, 1)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+    for a, b in zip(agent.critic.weights, loaded.critic.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_td3_option_validation():
+    """Negative noise and a policy delay below 1 or not an integer are refused."""
+    for options in ({'target_noise': -0.1}, {'target_noise_clip': -1.0}, {'policy_delay': 0},
+                    {'policy_delay': 1.5}):
+        with pytest.raises(ValueError):
+            RdpgConfig(**options)
+    config = RdpgConfig(twin_critics=True, policy_delay=2.0, target_noise=0.2)
+    assert config.policy_delay == 2 and isinstance(config.policy_delay, int)
+    assert RdpgConfig.from_dict(config.to_dict()) == config

@@ -434,3 +434,47 @@ def test_td3_from_the_registry_trains_publishes_and_resumes_as_td3(tmp_path):
                           ACTION_DIM, checkpoint_dir=tmp_path / 'ckpt')
     assert resumed.update_count == 4 and resumed.agent.config.twin_critics
     resumed.close()
+
+
+def test_rtd3_from_the_registry_trains_on_episodes_and_publishes_a_step_actor(tmp_path):
+    """Train rtd3: RDPG's agent with the TD3 options, an rtd3 blob, its LiteRT step actor runs."""
+    from tspace_ros.agents import registry
+    config = registry.get('rtd3').make_config(TINY_RDPG)
+    published = []
+    trainer = TrainerCore(
+        TrainerConfig(algorithm='rtd3', mode='episode', updates_per_episode=2,
+                      rdpg_max_length=5, seed=3), STATE_DIM, ACTION_DIM, config,
+        checkpoint_dir=tmp_path / 'ckpt', publish=published.append)
+    assert TrainerConfig(algorithm='rtd3').min_samples == 2
+    agent = trainer.agent
+    assert agent.config.twin_critics and agent.config.policy_delay == 2
+    assert agent.config.target_noise == 0.2 and agent.config.max_sequence_length == 5
+    assert agent.critic2 is not None and agent.target_critic2 is not None
+    buffer = EpisodeBuffer(STATE_DIM, ACTION_DIM)
+    trainer.set_source(buffer)
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        length = 7 + episode
+        states = rng.normal(size=(length + 1, STATE_DIM))
+        actions = rng.uniform(-1, 1, (length, ACTION_DIM))
+        buffer.add_episode(states[:-1], actions,
+                           -np.sum((actions - target_action(states[:-1])) ** 2, axis=1),
+                           states[1:], np.arange(length) == length - 1)
+        trainer.on_episode(summary(steps=length))
+    assert trainer.update_count == 4 and agent.update_count == 8   # 2 windows per batch
+    assert int(agent.actor_optimizer.iterations) == 4              # every second window
+    assert int(agent.critic_optimizer.iterations) == 8
+    blob = published[-1]
+    assert blob.algorithm == 'rtd3' and blob.model_format == 'tflite' and blob.version == 4
+    PolicyBlob.from_bytes(blob.to_bytes()).verify(algorithm='rtd3')
+    actor = LiteRtRecurrentActor.from_blob(blob)
+    agent.begin_episode()
+    for state in PROBE:
+        np.testing.assert_allclose(actor.step(state), agent.act(state), atol=1e-5)
+    trainer.close()
+    resumed = TrainerCore(TrainerConfig(algorithm='rtd3', mode='episode'), STATE_DIM,
+                          ACTION_DIM, checkpoint_dir=tmp_path / 'ckpt')
+    assert resumed.update_count == 4 and resumed.agent.update_count == 8
+    assert resumed.agent.config.twin_critics and resumed.agent.critic2 is not None
+    assert resumed.agent.config.max_sequence_length == 5   # the checkpoint's config
+    resumed.close()

@@ -22,6 +22,9 @@ def _field(default, description: str):
 CRITIC_LOSSES = ('mse', 'huber')
 TD3_OPTIONS = {'twin_critics': True, 'policy_delay': 2, 'target_noise': 0.2,
                'target_noise_clip': 0.5}   # Fujimoto et al. 2018; SB3's TD3 defaults
+# Recurrent TD3 (the ``rtd3`` algorithm): RDPG's config with the same TD3 options on.
+RECURRENT_TD3_OPTIONS = {'twin_critics': True, 'policy_delay': 2, 'target_noise': 0.2,
+                         'target_noise_clip': 0.5}
 _DDPG_TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
 
 
@@ -125,6 +128,9 @@ class RdpgConfig:
     1e-3).
     ``max_sequence_length`` None trains on whole episodes; a number trains on
     random windows of at most that many steps that start from the zero state.
+    The TD3 options (``twin_critics``, ``target_noise``, ``policy_delay``; all
+    off by default, which is RDPG) make it a recurrent TD3 (``rtd3``); one
+    critic update is one TBPTT window.
     """
 
     gamma: float = _field(0.99, 'discount per step')
@@ -148,6 +154,10 @@ class RdpgConfig:
     ou_theta: float = _field(0.15, 'OU mean reversion rate')
     ou_dt: float = _field(0.01, 'OU time step')
     reward_scale: float = _field(1.0, 'rewards are multiplied by this in the TD target')
+    twin_critics: bool = _field(False, 'TD3: two recurrent critics, min of the target Qs')
+    target_noise: float = _field(0.0, 'TD3: target policy smoothing noise std')
+    target_noise_clip: float = _field(0.5, 'TD3: the smoothing noise clipped to +-this')
+    policy_delay: int = _field(1, 'TD3: actor and targets every N critic updates (windows)')
     seed: int = _field(0, 'seeds initial weights, noise and batch sampling')
 
     def __post_init__(self):
@@ -170,6 +180,11 @@ class RdpgConfig:
         if min(self.actor_lstm_units + self.critic_lstm_units + self.critic_head_units
                + (self.actor_dense_units, self.critic_dense_units)) < 1:
             raise ValueError('layer sizes must be positive')
+        if self.target_noise < 0 or self.target_noise_clip < 0:
+            raise ValueError('target_noise and target_noise_clip must be >= 0')
+        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
+            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
+        self.policy_delay = int(self.policy_delay)
         if self.noise not in NOISE_KINDS:
             raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
 

@@ -52,11 +52,30 @@ Training on a batch of padded episodes (``episode_buffer``), one call of
    mu(h)). Both come from one forward pass with the window's starting weights
    (simultaneous actor and critic steps).
 
+Recurrent TD3 (the ``rtd3`` algorithm) is this agent with the TD3 options of
+``RdpgConfig`` on, as ``ddpg`` has them for the feed-forward agent (with all
+of them off the update is RDPG's, op for op):
+
+- ``twin_critics``: a second critic (``critic2``: its own LSTM encoder and
+  head, its own target ``target_critic2``); the TD target takes the smaller
+  target Q, y_t = r_t + gamma (1 - done_t) min(Q1'(h_t+1, a'), Q2'(h_t+1,
+  a')); both critics are trained on the same targets (the critic loss is the
+  sum of both losses, one Adam optimiser for both), the actor's loss uses
+  critic 1 only;
+- ``target_noise``: target policy smoothing, a' = clip(mu'(h_t+1) + clip(N(0,
+  target_noise), -target_noise_clip, target_noise_clip), -1, 1), with a
+  seeded ``tf.random.Generator`` whose state the checkpoint keeps;
+- ``policy_delay``: the actor step and the soft target updates (all targets)
+  happen on every ``policy_delay``-th critic update only, a ``tf.cond`` inside
+  the one compiled window step. One critic update is one TBPTT window; the
+  turn follows ``update_count`` (the N-th, 2N-th, ... window overall).
+
 Exploration noise is added only by ``act(..., explore=True)``; inference is
 deterministic. Checkpoints are directories in Keras' own format: one
-``rdpg.weights.h5`` (actor, critic, both targets and both Adam optimisers) and
-``agent.json`` (dimensions, config, update count, noise and sampling generator
-states). No pickle.
+``rdpg.weights.h5`` (actor, critic, both targets and both Adam optimisers; with
+twin critics also ``critic2`` and ``target_critic2``) and ``agent.json``
+(dimensions, config, update count, noise, sampling and smoothing generator
+states). No pickle. Checkpoints written before the TD3 options load as RDPG.
 """
 
 import pathlib
@@ -256,8 +275,10 @@ class RdpgAgent:
     action (each element in [-1, 1]). Attributes: ``actor`` (sequence model),
     ``step_actor`` (one step, shared weights), ``critic`` (with its
     ``critic_encoder`` and ``critic_head``), ``target_actor``,
-    ``target_critic``, ``noise``, ``rng`` (draws batches), ``update_count``
-    (optimiser steps, one per TBPTT window).
+    ``target_critic``, with ``twin_critics`` also ``critic2`` (with its
+    ``critic2_encoder`` and ``critic2_head``) and ``target_critic2`` (else
+    None), ``noise``, ``rng`` (draws batches), ``update_count`` (critic
+    optimiser steps, one per TBPTT window).
     """
 
     def __init__(self, state_dim: int, action_dim: int, config: Optional[RdpgConfig] = None):
@@ -281,14 +302,24 @@ class RdpgAgent:
         self.target_critic = critic('target_critic', None)[0]
         self.target_actor.set_weights(self.actor.get_weights())
         self.target_critic.set_weights(self.critic.get_weights())
+        self.critic2 = self.critic2_encoder = self.critic2_head = self.target_critic2 = None
+        twin = {}
+        if cfg.twin_critics:
+            self.critic2, self.critic2_encoder, self.critic2_head = critic('critic2',
+                                                                           net_seed + 2)
+            self.target_critic2 = critic('target_critic2', None)[0]
+            self.target_critic2.set_weights(self.critic2.get_weights())
+            twin = {'critic2': self.critic2, 'target_critic2': self.target_critic2}
         self.actor_optimizer = keras.optimizers.Adam(cfg.actor_lr, name='actor_optimizer')
         self.critic_optimizer = keras.optimizers.Adam(cfg.critic_lr, name='critic_optimizer')
         self.actor_optimizer.build(self.actor.trainable_variables)
-        self.critic_optimizer.build(self.critic.trainable_variables)
+        self.critic_optimizer.build(self._critic_variables())
+        # (Without twin critics the file holds exactly what it held before the TD3 options.)
         self._saveable = _Checkpointable(
             actor=self.actor, critic=self.critic, target_actor=self.target_actor,
             target_critic=self.target_critic, actor_optimizer=self.actor_optimizer,
-            critic_optimizer=self.critic_optimizer)
+            critic_optimizer=self.critic_optimizer, **twin)
+        self._smoothing = tf.random.Generator.from_seed(net_seed + 3)   # target smoothing
 
         self.noise = make_noise(cfg.noise, self.action_dim, cfg.noise_sigma, cfg.ou_theta,
                                 cfg.ou_dt, seed=noise_seed)
@@ -305,6 +336,22 @@ class RdpgAgent:
         self._targets_fn = tf.function(self._targets_graph, reduce_retracing=True)
         self._window_fn = tf.function(self._window_graph, reduce_retracing=True)
         self.begin_episode()
+
+    def _critic_variables(self) -> list:
+        """Return the trainable variables of the critic(s), one optimiser for both."""
+        variables = list(self.critic.trainable_variables)
+        if self.critic2 is not None:
+            variables += self.critic2.trainable_variables
+        return variables
+
+    def _critic_zero_state(self, batch: int) -> List[np.ndarray]:
+        """Return the zero LSTM state of the critic(s): critic 1's, then critic 2's."""
+        return zero_state(batch, self.config.critic_lstm_units) * (
+            2 if self.critic2 is not None else 1)
+
+    def _actor_turn(self, update: int) -> bool:
+        """Return whether critic update number ``update`` (from 0) also steps the actor."""
+        return (update + 1) % self.config.policy_delay == 0
 
     # -- acting -------------------------------------------------------------------------
 
@@ -385,7 +432,10 @@ class RdpgAgent:
         Runs every TBPTT window of the batch (see the module doc). Returns the
         metrics of METRIC_NAMES before each window's step: the losses and Q
         mean averaged over all valid steps of the batch, the gradient global
-        norms (before clipping) averaged over the windows.
+        norms (before clipping) averaged over the windows (the actor's over
+        the windows that stepped it: all without ``policy_delay``; 0 if none
+        did). With twin critics the critic loss is the sum of both critics'
+        losses (as ``ddpg`` reports it) and ``q_mean`` is critic 1's.
         """
         cfg = self.config
         k1, k2 = cfg.tbptt_k1, cfg.tbptt_k2
@@ -398,21 +448,24 @@ class RdpgAgent:
             _pad_time(x, front, back) for x in (state, last_action, action, target.numpy(),
                                                 mask))
         actor_carry = zero_state(state.shape[0], cfg.actor_lstm_units)
-        critic_carry = zero_state(state.shape[0], cfg.critic_lstm_units)
+        critic_carry = self._critic_zero_state(state.shape[0])
         sums = dict.fromkeys(METRIC_NAMES, 0.0)
         steps_total, windows = 0, (length + back) // k1
+        turns = [self._actor_turn(self.update_count + i) for i in range(windows)]
         for index in range(windows):
             window = slice(index * k1, index * k1 + k2)
             metrics, actor_carry, critic_carry = self._window_fn(
                 state[:, window], last_action[:, window], action[:, window],
-                target[:, window], mask[:, window], actor_carry, critic_carry, True)
+                target[:, window], mask[:, window], actor_carry, critic_carry,
+                tf.constant(turns[index]), True)
             self.update_count += 1
             steps = int(mask[:, window][:, front:].sum())
             steps_total += steps
             for name in ('critic_loss', 'actor_loss', 'q_mean'):
                 sums[name] += float(metrics[name]) * steps
-            for name in ('critic_grad_norm', 'actor_grad_norm'):
-                sums[name] += float(metrics[name]) / windows
+            sums['critic_grad_norm'] += float(metrics['critic_grad_norm']) / windows
+            if turns[index]:   # (the actor's norm: over the windows that stepped it)
+                sums['actor_grad_norm'] += float(metrics['actor_grad_norm']) / sum(turns)
         for name in ('critic_loss', 'actor_loss', 'q_mean'):
             sums[name] /= max(steps_total, 1)
         return sums
@@ -424,7 +477,9 @@ class RdpgAgent:
         For tests and diagnostics: the batch's padded length must be <= k1.
         Returns ``critic_loss``, ``actor_loss``, ``q_mean`` (floats),
         ``target`` (B, T) and ``critic_gradients`` / ``actor_gradients`` (lists
-        of arrays in the order of the networks' trainable variables).
+        of arrays in the order of the networks' trainable variables: critic 1's,
+        then critic 2's with twin critics). With target smoothing each call
+        draws new noise (it advances the smoothing generator).
         """
         cfg = self.config
         state, last_action, action, reward, next_state, done, mask = self._prepare(batch)
@@ -438,7 +493,7 @@ class RdpgAgent:
         batch_size = state.shape[0]
         metrics, _, _ = self._window_fn(
             *padded, zero_state(batch_size, cfg.actor_lstm_units),
-            zero_state(batch_size, cfg.critic_lstm_units), False)
+            self._critic_zero_state(batch_size), tf.constant(True), False)
         result = {name: float(metrics[name]) for name in ('critic_loss', 'actor_loss', 'q_mean')}
         result['target'] = target
         result['critic_gradients'] = [g.numpy() for g in metrics['critic_gradients']]
@@ -470,7 +525,8 @@ class RdpgAgent:
 
         The target networks run over (s_0, next_state_0 .. next_state_T-1) with
         last actions (last_action_0, action_0 .. action_T-1): output t + 1 is
-        Q'(h_t+1, mu'(h_t+1)).
+        Q'(h_t+1, mu'(h_t+1)) (with smoothing noise on mu', the smaller of
+        both target critics' with twin critics).
         """
         cfg = self.config
         ext_state = tf.concat([state[:, :1], next_state], axis=1)
@@ -483,8 +539,17 @@ class RdpgAgent:
         # takes the mask as an input of its own).
         next_action = tf.identity(self.target_actor(
             [ext_state, ext_last_action, ext_mask] + actor_zero, training=False)[0])
+        if cfg.target_noise > 0:   # target policy smoothing
+            noise = tf.clip_by_value(
+                self._smoothing.normal(tf.shape(next_action)) * cfg.target_noise,
+                -cfg.target_noise_clip, cfg.target_noise_clip)
+            next_action = tf.clip_by_value(next_action + noise, -1.0, 1.0)
         next_q = self.target_critic([ext_state, ext_last_action, next_action, ext_mask]
                                     + critic_zero, training=False)[0][:, 1:]
+        if self.target_critic2 is not None:
+            next_q = tf.minimum(next_q, self.target_critic2(
+                [ext_state, ext_last_action, next_action, ext_mask] + critic_zero,
+                training=False)[0][:, 1:])
         return tf.stop_gradient(reward + cfg.gamma * (1.0 - done) * next_q)
 
     def _run_window(self, model, inputs, mask, carry):
@@ -504,47 +569,81 @@ class RdpgAgent:
         return tf.concat([first[0], rest[0]], axis=1), carry_next
 
     def _window_graph(self, state, last_action, action, target, mask, actor_carry,
-                      critic_carry, apply: bool):
-        """One TBPTT window (compiled): losses, gradients, optimiser steps, soft updates."""
+                      critic_carry, actor_turn, apply: bool):
+        """
+        One TBPTT window (compiled): losses, gradients, optimiser steps, soft updates.
+
+        ``critic_carry`` holds critic 1's LSTM state, then critic 2's (twin
+        critics). ``actor_turn`` (bool tensor) says whether the actor steps and
+        the targets move in this window; it is read only with ``policy_delay``
+        > 1. ``apply`` False steps nothing and returns the gradients.
+        """
         cfg = self.config
         front = cfg.tbptt_k2 - cfg.tbptt_k1
         loss_mask = mask[:, front:]
         actor_vars = self.actor.trainable_variables
-        critic_vars = self.critic.trainable_variables
+        critic_vars = self._critic_variables()
+        split = 2 * len(cfg.critic_lstm_units)
         with tf.GradientTape(persistent=True) as tape:
             encoding, critic_next = self._run_window(
-                self.critic_encoder, [state, last_action], mask, critic_carry)
+                self.critic_encoder, [state, last_action], mask, critic_carry[:split])
             encoding = encoding[:, front:]
             q = self.critic_head([encoding, action[:, front:]], training=True)
             critic_loss = masked_mean(tf.square(target[:, front:] - q), loss_mask)
+            if self.critic2 is not None:   # both critics on the same targets
+                encoding2, critic2_next = self._run_window(
+                    self.critic2_encoder, [state, last_action], mask, critic_carry[split:])
+                q2 = self.critic2_head([encoding2[:, front:], action[:, front:]],
+                                       training=True)
+                critic_loss = critic_loss + masked_mean(tf.square(target[:, front:] - q2),
+                                                        loss_mask)
+                critic_next = list(critic_next) + list(critic2_next)
             mu, actor_next = self._run_window(self.actor, [state, last_action], mask,
                                               actor_carry)
             actor_q = self.critic_head([tf.stop_gradient(encoding), tf.identity(mu[:, front:])],
                                        training=True)
             actor_loss = -masked_mean(actor_q, loss_mask)
         critic_grads = tape.gradient(critic_loss, critic_vars)
-        actor_grads = tape.gradient(actor_loss, actor_vars)
-        del tape
-        critic_grads, critic_norm = clip_gradients(critic_grads, cfg.grad_clip_norm)
-        actor_grads, actor_norm = clip_gradients(actor_grads, cfg.grad_clip_norm)
-        metrics = {'critic_loss': critic_loss, 'actor_loss': actor_loss,
-                   'q_mean': masked_mean(q, loss_mask), 'critic_grad_norm': critic_norm,
-                   'actor_grad_norm': actor_norm}
-        if apply:
-            self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
-            self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars))
-            soft_update(self.target_critic.weights, self.critic.weights, cfg.tau)
-            soft_update(self.target_actor.weights, self.actor.weights, cfg.tau)
+        if apply and cfg.policy_delay > 1:
+            actor_grads = None   # (computed on the actor's turn only)
         else:
+            actor_grads = tape.gradient(actor_loss, actor_vars)
+        critic_grads, critic_norm = clip_gradients(critic_grads, cfg.grad_clip_norm)
+        if actor_grads is not None:
+            actor_grads, actor_norm = clip_gradients(actor_grads, cfg.grad_clip_norm)
+        metrics = {'critic_loss': critic_loss, 'actor_loss': actor_loss,
+                   'q_mean': masked_mean(q, loss_mask), 'critic_grad_norm': critic_norm}
+        if not apply:
+            metrics['actor_grad_norm'] = actor_norm
             metrics['critic_gradients'] = critic_grads
             metrics['actor_gradients'] = actor_grads
+            return metrics, actor_next, critic_next
+        self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
+        if actor_grads is not None:   # policy_delay 1: every window, as RDPG
+            self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars))
+            self._soft_update_graph(cfg.tau)
+        else:
+            def update_actor():
+                grads, norm = clip_gradients(tape.gradient(actor_loss, actor_vars),
+                                             cfg.grad_clip_norm)
+                self.actor_optimizer.apply_gradients(zip(grads, actor_vars))
+                self._soft_update_graph(cfg.tau)
+                return norm
+
+            actor_norm = tf.cond(actor_turn, update_actor, lambda: tf.constant(0.0))
+        metrics['actor_grad_norm'] = actor_norm
         return metrics, actor_next, critic_next
 
-    def soft_update_targets(self, tau: Optional[float] = None) -> None:
-        """Move both target networks towards the online ones by ``tau`` (default config.tau)."""
-        tau = self.config.tau if tau is None else float(tau)
+    def _soft_update_graph(self, tau: float) -> None:
+        """Move every target network towards its online one by ``tau``."""
         soft_update(self.target_critic.weights, self.critic.weights, tau)
+        if self.critic2 is not None:
+            soft_update(self.target_critic2.weights, self.critic2.weights, tau)
         soft_update(self.target_actor.weights, self.actor.weights, tau)
+
+    def soft_update_targets(self, tau: Optional[float] = None) -> None:
+        """Move every target network towards its online one by ``tau`` (default config.tau)."""
+        self._soft_update_graph(self.config.tau if tau is None else float(tau))
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -552,8 +651,9 @@ class RdpgAgent:
         """
         Write everything needed to resume into ``directory`` (replaced as a whole).
 
-        ``rdpg.weights.h5`` holds the four networks and both optimisers (Keras'
-        weights format); ``agent.json`` the rest. The files are written to a
+        ``rdpg.weights.h5`` holds the four networks (six with twin critics)
+        and both optimisers (Keras' weights format); ``agent.json`` the rest,
+        with the target smoothing generator's state. The files are written to a
         temporary sibling first and swapped in, so a crash never leaves a
         half-written checkpoint under the name. The recurrent acting state of a
         running episode is not saved: a resumed agent starts a new episode.
@@ -561,12 +661,18 @@ class RdpgAgent:
         return write_checkpoint(directory, 'rdpg', {
             'state_dim': self.state_dim, 'action_dim': self.action_dim,
             'config': self.config.to_dict(), 'update_count': self.update_count,
-            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state},
+            'noise': self.noise.get_state(), 'sampling_rng': self.rng.bit_generator.state,
+            'smoothing_state': [int(v) for v in self._smoothing.state.numpy()]},
             lambda tmp: self._saveable.save_weights(tmp / 'rdpg.weights.h5'))
 
     @classmethod
     def load_checkpoint(cls, directory) -> 'RdpgAgent':
-        """Return the agent saved by ``save_checkpoint`` in ``directory``, ready to resume."""
+        """
+        Return the agent saved by ``save_checkpoint`` in ``directory``, ready to resume.
+
+        A checkpoint from before the TD3 options (its config without them, no
+        smoothing state) loads as the RDPG agent it was.
+        """
         directory = pathlib.Path(directory)
         meta = read_manifest(directory, 'rdpg')
         agent = cls(meta['state_dim'], meta['action_dim'], RdpgConfig.from_dict(meta['config']))
@@ -574,6 +680,8 @@ class RdpgAgent:
         agent.update_count = int(meta['update_count'])
         agent.noise.set_state(meta['noise'])
         agent.rng.bit_generator.state = meta['sampling_rng']
+        if 'smoothing_state' in meta:   # (checkpoints before target smoothing lack it)
+            agent._smoothing.state.assign(np.array(meta['smoothing_state'], np.int64))
         return agent
 
 

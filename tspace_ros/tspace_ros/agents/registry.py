@@ -35,7 +35,8 @@ import importlib
 import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from tspace_ros.agents.configs import DdpgConfig, RdpgConfig, TD3_OPTIONS
+from tspace_ros.agents.configs import (
+    DdpgConfig, RdpgConfig, RECURRENT_TD3_OPTIONS, TD3_OPTIONS)
 
 SAMPLE_KINDS = ('records', 'episodes')
 ACTOR_KINDS = ('feedforward', 'recurrent')
@@ -265,3 +266,9 @@ register(Algorithm(
     '2015)', config_type=RdpgConfig, agent='tspace_ros.agents.rdpg:RdpgAgent',
     samples='episodes', actor='recurrent', default_min_samples=2, metrics=_RECURRENT_METRICS,
     sequence_field='max_sequence_length'))
+register(Algorithm(
+    name='rtd3', summary='Recurrent TD3: RDPG with twin recurrent critics, target policy '
+    'smoothing and delayed actor updates', config_type=RdpgConfig,
+    agent='tspace_ros.agents.rdpg:RdpgAgent', samples='episodes', actor='recurrent',
+    default_min_samples=2, metrics=_RECURRENT_METRICS, sequence_field='max_sequence_length',
+    config_defaults=dict(RECURRENT_TD3_OPTIONS)))
