@@ -176,7 +176,7 @@ def test_apply_action_is_default_plus_action_times_budget_clipped(default):
     action[1, :] = -0.5
     action[2, :] = 0.8  # above the default: clipped to the default (upper_bound 1.0)
     action[3, :] = -7.0  # clipped to -1
-    new = apply_action(default, default, action, 5, policy_version=12)
+    new = apply_action(default, default, action, 5, policy_version=12, scaling='budget')
     d = default.torque_nm
     np.testing.assert_allclose(new.torque_nm[5], d[5] - 250.0)
     np.testing.assert_allclose(new.torque_nm[6], d[6] - 125.0)
@@ -185,8 +185,34 @@ def test_apply_action_is_default_plus_action_times_budget_clipped(default):
     np.testing.assert_array_equal(new.torque_nm[:5], d[:5])
     np.testing.assert_array_equal(new.torque_nm[9:], d[9:])
     assert (new.policy_version, new.origin) == (12, ORIGIN_AGENT)
-    flat = apply_action(default, default, action.ravel(), 5, policy_version=12)
+    flat = apply_action(default, default, action.ravel(), 5, policy_version=12,
+                        scaling='budget')
     np.testing.assert_array_equal(flat.torque_nm, new.torque_nm)
+
+
+def test_apply_action_with_limits_scaling_spans_the_gates_interval(default):
+    # -1 the lower limit, 1 the upper (here the default), 0 half way: no dead half.
+    action = np.zeros((4, 17))
+    action[0, :] = -1.0
+    action[1, :] = 1.0
+    action[2, :] = 0.5
+    action[3, :] = 9.0  # clipped to 1
+    new = apply_action(default, default, action, 5, scaling='limits')
+    d = default.torque_nm
+    np.testing.assert_allclose(new.torque_nm[5], d[5] - 250.0)
+    np.testing.assert_allclose(new.torque_nm[6], d[6])
+    np.testing.assert_allclose(new.torque_nm[7], d[7] - 62.5)
+    np.testing.assert_allclose(new.torque_nm[8], d[8])
+    np.testing.assert_array_equal(new.torque_nm[:5], d[:5])
+    # Every step of the action moves the torque (budget scaling: nothing above 0).
+    up = apply_action(default, default, np.full((4, 17), 0.2), 5, scaling='limits')
+    more = apply_action(default, default, np.full((4, 17), 0.6), 5, scaling='limits')
+    assert np.all(more.torque_nm[5:9] > up.torque_nm[5:9])
+    flat_up = apply_action(default, default, np.full((4, 17), 0.2), 5, scaling='budget')
+    flat_more = apply_action(default, default, np.full((4, 17), 0.6), 5, scaling='budget')
+    np.testing.assert_array_equal(flat_up.torque_nm, flat_more.torque_nm)
+    with pytest.raises(ValueError, match='scaling must be one of'):
+        apply_action(default, default, action, 5, scaling='log')
 
 
 def test_apply_action_rejects_broken_actions(default):

@@ -194,6 +194,8 @@ def test_a_bad_task_file_fails_configure_and_a_removed_size_parameter_is_named(t
     (lambda d: d.update(default_map='no_such_map.yaml'), 'default_map'),
     (lambda d: d['action'].update(recent_actions=-1), 'recent_actions must be an integer'),
     (lambda d: d.update(vehicle_id=''), 'vehicle_id must be a non-empty string'),
+    (lambda d: d['action'].update(scaling='log'), "action.scaling must be one of ['budget', "),
+    (lambda d: d['action'].update(rows=2), "action must be a mapping of exactly"),
 ])
 def test_every_problem_of_a_task_file_is_named(tmp_path, change, named):
     data = _shipped_data()
@@ -244,3 +246,15 @@ def test_property_any_damaged_task_is_a_contract_or_a_named_error(path, value):
     # Accepted: then everything derived from it works.
     assert task.state_builder().state_dim == task.state_dim > 0
     assert task.safety_gate().rows_per_action == task.rows_per_action
+
+
+def test_the_action_scaling_is_the_tasks_and_tspaces_when_left_out(tmp_path):
+    assert load_task().action_scaling == 'budget'
+    assert load_task().action_mapper().scaling == 'budget'
+    data = _shipped_data()
+    data['action']['scaling'] = 'limits'
+    assert load_task(_write(tmp_path, data, 'limits.yaml')).action_mapper().scaling == \
+        'limits'
+    data = _shipped_data()
+    data['action'].pop('scaling')
+    assert load_task(_write(tmp_path, data)).action_scaling == 'budget'

@@ -126,14 +126,17 @@ class ActionMapper:
     torque_budget_nm: Optional[float] = None
     upper_bound: Optional[float] = None
     rows_per_action: Optional[int] = None
+    scaling: Optional[str] = None     # torque_map.apply_action's: budget or limits
 
     def __post_init__(self):
         """Fill the limits left None from the shipped task contract."""
         task = shipped_task() if None in (self.torque_budget_nm, self.upper_bound,
-                                          self.rows_per_action) else None
+                                          self.rows_per_action, self.scaling) else None
         for name in ('torque_budget_nm', 'upper_bound', 'rows_per_action'):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(task, name))
+        if self.scaling is None:
+            self.scaling = task.action_scaling
 
     @property
     def action_dim(self) -> int:
@@ -157,5 +160,5 @@ class ActionMapper:
         proposed = apply_action(
             self.default_map, current,
             values.reshape(self.rows_per_action, self.default_map.shape[1]), rows.start,
-            self.torque_budget_nm, self.upper_bound, policy_version)
+            self.torque_budget_nm, self.upper_bound, policy_version, self.scaling)
         return proposed, rows.start, len(rows)

@@ -92,6 +92,7 @@ class TaskContract:
     upper_bound: float
     default_map: TorqueMap
     source: str = ''
+    action_scaling: str = 'budget'
 
     def __post_init__(self):
         """Check that the contract can work; TaskContractError naming what cannot."""
@@ -129,6 +130,10 @@ class TaskContract:
             problems.append(f'gate.torque_budget_nm must be > 0, got {self.torque_budget_nm!r}')
         if not (_real(self.upper_bound) and 1.0 <= self.upper_bound <= 10.0):
             problems.append(f'gate.upper_bound must be in 1..10, got {self.upper_bound!r}')
+        from tspace_ros.torque_map.action import ACTION_SCALINGS
+        if self.action_scaling not in ACTION_SCALINGS:
+            problems.append(f'action.scaling must be one of {list(ACTION_SCALINGS)}, got '
+                            f'{self.action_scaling!r}')
         if problems:
             raise TaskContractError(f'{where}: ' + '; '.join(problems))
 
@@ -198,7 +203,7 @@ class TaskContract:
         """Return the ActionMapper of this map and these limits."""
         from tspace_ros.agents.vehicle_policy import ActionMapper
         return ActionMapper(self.default_map, self.torque_budget_nm, self.upper_bound,
-                            self.rows_per_action)
+                            self.rows_per_action, self.action_scaling)
 
     def observation_spec(self, site: str = '', time_zone: str = 'UTC') -> Dict[str, Any]:
         """Return the observation specification stored with the data (JSON types)."""
@@ -215,7 +220,8 @@ class TaskContract:
             'window': {'sample_rate_hz': float(self.sample_rate_hz),
                        'samples_per_window': int(self.samples_per_window)},
             'action': {'rows_per_action': int(self.rows_per_action),
-                       'recent_actions': int(self.recent_actions)},
+                       'recent_actions': int(self.recent_actions),
+                       'scaling': self.action_scaling},
             'gate': {'torque_budget_nm': float(self.torque_budget_nm),
                      'upper_bound': float(self.upper_bound)},
             'default_map': self.default_map.to_dict(),
@@ -243,7 +249,8 @@ class TaskContract:
                     ([f'unknown keys {unknown} (known: {sorted(_SECTIONS)})'] if unknown else [])
                     + ([f'missing keys {missing}'] if missing else [])))
         window = _section(data, 'window', ('sample_rate_hz', 'samples_per_window'), where)
-        action = _section(data, 'action', ('rows_per_action', 'recent_actions'), where)
+        action = _section(data, 'action', ('rows_per_action', 'recent_actions'), where,
+                          optional={'scaling': 'budget'})
         gate = _section(data, 'gate', ('torque_budget_nm', 'upper_bound'), where)
         vehicle_id = data['vehicle_id']
         if not isinstance(vehicle_id, str) or not vehicle_id:
@@ -256,7 +263,7 @@ class TaskContract:
                    recent_actions=action['recent_actions'],
                    torque_budget_nm=gate['torque_budget_nm'], upper_bound=gate['upper_bound'],
                    default_map=_default_map(data['default_map'], base_dir, where),
-                   source=source)
+                   source=source, action_scaling=action['scaling'])
 
     @classmethod
     def load(cls, path: Union[str, pathlib.Path, None] = None) -> 'TaskContract':
@@ -296,12 +303,16 @@ def _integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _section(data: Mapping, name: str, keys: Tuple[str, ...], where: str) -> Dict[str, Any]:
+def _section(data: Mapping, name: str, keys: Tuple[str, ...], where: str,
+             optional: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     section = data[name]
-    if not isinstance(section, Mapping) or set(section) != set(keys):
-        raise TaskContractError(f'{where}: {name} must be a mapping of exactly {list(keys)}, '
-                                f'got {section!r:.200}')
-    return dict(section)
+    optional = dict(optional or {})
+    if not isinstance(section, Mapping) or not set(keys) <= set(section) or \
+            not set(section) <= set(keys) | set(optional):
+        extra = f' (and optionally {list(optional)})' if optional else ''
+        raise TaskContractError(f'{where}: {name} must be a mapping of exactly {list(keys)}'
+                                f'{extra}, got {section!r:.200}')
+    return {**optional, **section}
 
 
 def _signals(items: Any, where: str) -> Tuple[TaskSignal, ...]:

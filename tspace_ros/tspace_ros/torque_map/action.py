@@ -38,23 +38,40 @@ def action_rows(top_speed_kph: float, n_rows: int, rows_per_action: Optional[int
     return range(first, first + rows_per_action)
 
 
+ACTION_SCALINGS = ('budget', 'limits')
+
+
 def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
                  torque_budget_nm: Optional[float] = None,
-                 upper_bound: Optional[float] = None, policy_version: int = 0) -> TorqueMap:
+                 upper_bound: Optional[float] = None, policy_version: int = 0,
+                 scaling: Optional[str] = None) -> TorqueMap:
     """
     Return the map an action asks for: current, with rows from row_start replaced.
 
     action: rows_per_action x n_cols values (a flat array of a multiple of
     n_cols values is reshaped), clipped to [-1, 1]; NaN or infinite values
-    raise ValueError (a broken policy must not reach the vehicle). New rows:
-    clip(default + action x torque_budget_nm, lower, upper) with the safety
-    gate's limits (``torque_limits``). The result has origin ORIGIN_AGENT and
-    the given policy version. A limit left None is the shipped task's.
+    raise ValueError (a broken policy must not reach the vehicle). New rows,
+    with the safety gate's limits ``lower``, ``upper`` (``torque_limits``), by
+    ``scaling``:
+
+    - ``budget`` (tspace's): clip(default + action x torque_budget_nm, lower,
+      upper). 0 is the default map; with upper_bound 1 (never above the
+      default) every action above 0 gives the default: half of each action's
+      range does nothing, and a learner there gets no gradient from it;
+    - ``limits``: lower + (action + 1) / 2 x (upper - lower): the whole range
+      [-1, 1] spans the gate's interval, -1 its lower and 1 its upper limit.
+
+    The result has origin ORIGIN_AGENT and the given policy version. A limit or
+    scaling left None is the shipped task's.
     """
     if torque_budget_nm is None:
         torque_budget_nm = _shipped().torque_budget_nm
     if upper_bound is None:
         upper_bound = _shipped().upper_bound
+    if scaling is None:
+        scaling = _shipped().action_scaling
+    if scaling not in ACTION_SCALINGS:
+        raise ValueError(f'scaling must be one of {ACTION_SCALINGS}, got {scaling!r}')
     if not default.same_breakpoints(current):
         raise ValueError('default and current maps have different breakpoints')
     n_rows, n_cols = default.shape
@@ -72,7 +89,11 @@ def apply_action(default: TorqueMap, current: TorqueMap, action, row_start: int,
     base = default.torque_nm[rows]
     lower, upper = torque_limits(base, torque_budget_nm, upper_bound)
     table = np.array(current.torque_nm)
-    table[rows] = np.clip(base + np.clip(a, -1.0, 1.0) * torque_budget_nm, lower, upper)
+    a = np.clip(a, -1.0, 1.0)
+    if scaling == 'limits':
+        table[rows] = np.clip(lower + (a + 1.0) * 0.5 * (upper - lower), lower, upper)
+    else:
+        table[rows] = np.clip(base + a * torque_budget_nm, lower, upper)
     return current.with_torque(table, policy_version=policy_version, origin=ORIGIN_AGENT)
 
 
