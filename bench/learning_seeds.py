@@ -47,8 +47,8 @@ def parse_args(argv):
     from tspace_ros.vehicle.oracle import default_cache_dir
     from tspace_ros.vehicle.parameters import DRIVER_MODELS
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
-    parser.add_argument('--algorithm', choices=ALGORITHMS, default='ddpg',
-                        help='agent (default ddpg)')
+    parser.add_argument('--algorithm', choices=ALGORITHMS, default='td3',
+                        help='agent (default td3, as the main job)')
     parser.add_argument('--episodes', type=int, default=10,
                         help='training episodes per seed before the evaluation (default 10)')
     parser.add_argument('--cycle', choices=CYCLE_NAMES, default='wltc3b',
