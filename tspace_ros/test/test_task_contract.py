@@ -195,7 +195,7 @@ def test_a_bad_task_file_fails_configure_and_a_removed_size_parameter_is_named(t
     (lambda d: d['action'].update(recent_actions=-1), 'recent_actions must be an integer'),
     (lambda d: d.update(vehicle_id=''), 'vehicle_id must be a non-empty string'),
     (lambda d: d['action'].update(scaling='log'), "action.scaling must be one of ['budget', "),
-    (lambda d: d['action'].update(rows=2), "action must be a mapping of exactly"),
+    (lambda d: d['action'].update(rows=2), 'action must be a mapping of exactly'),
 ])
 def test_every_problem_of_a_task_file_is_named(tmp_path, change, named):
     data = _shipped_data()

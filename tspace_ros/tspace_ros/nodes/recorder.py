@@ -34,6 +34,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_check_compatible, QoSCompatibility,
                        QoSProfile, ReliabilityPolicy)
@@ -105,6 +106,9 @@ class RecorderNode(TspaceLifecycleNode):
         self._early = []          # (topic, data) received before the clock started
         self.early_dropped = 0
         self._record_subs = {}
+        # Messages are taken in a group of their own: while deactivate waits for the last
+        # of them (see _drain), the executor's other threads still deliver them.
+        self._record_group = ReentrantCallbackGroup()
         self._record_timers = []
         self._diag_pub = None
         self._problem = ''
@@ -174,7 +178,22 @@ class RecorderNode(TspaceLifecycleNode):
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
 
+    def _drain(self, quiet_s: float = 0.2, limit_s: float = 2.0) -> None:
+        """Wait (bounded) until no message arrived for quiet_s: what is queued is written."""
+        deadline = time.monotonic() + limit_s
+        count, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                now_count = self._bag.message_count if self._bag is not None else 0
+            if now_count != count:
+                count, quiet_since = now_count, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(0.02)
+
     def _stop_recording(self):
+        if self._bag is not None and self._record_subs:
+            self._drain()
         for timer in self._record_timers:
             self.destroy_timer(timer)
         self._record_timers = []
@@ -259,7 +278,8 @@ class RecorderNode(TspaceLifecycleNode):
             with self._lock:
                 self._bag.add_topic(topic, msgtype, qos_to_yaml(offered, depth))
             self._record_subs[topic] = self.create_subscription(
-                cls, topic, functools.partial(self._on_message, topic), qos, raw=True)
+                cls, topic, functools.partial(self._on_message, topic), qos, raw=True,
+                callback_group=self._record_group)
         except (BagError, ValueError) as error:
             self._problem = f'{topic} not recorded: {error}'
             self.get_logger().error(self._problem, throttle_duration_sec=10.0)
