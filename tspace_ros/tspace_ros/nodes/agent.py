@@ -98,7 +98,7 @@ class Agent(TspaceLifecycleNode):
             problems.append(f'{type(error).__name__}: {error}')
         if problems:
             for problem in problems:
-                self.get_logger().error(f'configure failed: {problem}')
+                self.configure_failed(f'{problem}')
             return TransitionCallbackReturn.FAILURE
         self._mapper, self._states, self._current_map = mapper, states, default_map
         self._noise = make_noise(p('noise'), mapper.action_dim, p('noise_sigma'),
@@ -107,7 +107,7 @@ class Agent(TspaceLifecycleNode):
             try:
                 self._install(PolicyBlob.load(p('policy_file')), f'file {p("policy_file")}')
             except (OSError, PolicyError) as error:
-                self.get_logger().error(f'configure failed: policy_file: {error}')
+                self.configure_failed(f'policy_file: {error}')
                 return TransitionCallbackReturn.FAILURE
         self._flash = ActionClient(self, FlashTorqueMap, 'flash_torque_map')
         self._heartbeat = self.create_lifecycle_publisher(Header, 'heartbeat', 10)

@@ -113,7 +113,7 @@ class CruncherNode(TspaceLifecycleNode):
                 keep_timed_out=p('keep_timed_out').value)
             core = Cruncher(config)
         except ValueError as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.configure_failed(f'{error}')
             return TransitionCallbackReturn.FAILURE
         self._core, self._open = core, {}
         group = MutuallyExclusiveCallbackGroup()

@@ -45,6 +45,7 @@ def _guarded(method):
         try:
             return method(self, state)
         except Exception as error:  # a bug or a hostile input: say what, never silently
+            self.last_error = f'{method.__name__[3:]} failed: {type(error).__name__}: {error}'
             self.get_logger().error(
                 f'{method.__name__[3:]} failed: {type(error).__name__}: {error}\n'
                 f'{traceback.format_exc()}')
@@ -53,29 +54,15 @@ def _guarded(method):
     return transition
 
 
-class _RecordingLogger:
-    """The node's logger, keeping the last error message (for the suite's failure report)."""
-
-    def __init__(self, logger, node):
-        self._logger, self._node = logger, node
-
-    def error(self, message, **kwargs):
-        """Log an error and keep its first line as the node's ``last_error``."""
-        self._node.last_error = str(message).split('\n', 1)[0]
-        return self._logger.error(message, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._logger, name)
-
-
 class TspaceLifecycleNode(LifecycleNode):
     """
     A LifecycleNode that declares described parameters and knows when it is finalized.
 
     Its transition callbacks never let an exception escape unexplained: it is
     logged with its traceback and the transition ends in ERROR (the node
-    releases its resources, see ``on_error``). ``last_error`` is the latest
-    error the node logged (first line), for whoever reports its failure.
+    releases its resources, see ``on_error``). ``last_error`` is the reason of
+    the latest failed transition (``configure_failed`` or the exception), for
+    whoever reports the failure.
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -90,15 +77,14 @@ class TspaceLifecycleNode(LifecycleNode):
         """Create the node; `finalized` turns True once it reaches the finalized state."""
         self.last_error = ''
         super().__init__(node_name, **kwargs)
-        self._recording_logger = _RecordingLogger(super().get_logger(), self)
         self.finalized = False
         self._parameter_errors = []
         self._steady_clock = None
 
-    def get_logger(self):
-        """Return the node's logger (its errors are kept in ``last_error``)."""
-        recording = self.__dict__.get('_recording_logger')
-        return recording if recording is not None else super().get_logger()
+    def configure_failed(self, message: str) -> None:
+        """Log why configure failed and keep it as ``last_error`` (for the failure report)."""
+        self.last_error = f'configure failed: {message}'.split('\n', 1)[0]
+        self.get_logger().error(f'configure failed: {message}')
 
     def declare_described(self, name: str, default, description: str,
                           value_range: Optional[Tuple[float, float]] = None,
@@ -217,7 +203,7 @@ class TspaceLifecycleNode(LifecycleNode):
                           f'{self.get_fully_qualified_name()}; it takes '
                           f'{sorted(set(self._parameters) - IGNORED_PARAMETERS)}')
         for message in errors:
-            self.get_logger().error(f'configure failed: {message}')
+            self.configure_failed(message)
         return not errors
 
     def release(self) -> None:

@@ -86,7 +86,7 @@ class MapViz(TspaceLifecycleNode):
             try:
                 default_map = self.load_task().default_map
             except (OSError, ValueError) as error:
-                self.get_logger().error(f'configure failed: task file: {error}')
+                self.configure_failed(f'task file: {error}')
                 return TransitionCallbackReturn.FAILURE
         self._default_map, self._pending = default_map, None
         self._reset_counts()

@@ -127,7 +127,7 @@ class RecorderNode(TspaceLifecycleNode):
             self._wanted = list(OrderedDict.fromkeys(self.resolve_topic_name(t) for t in topics))
             self._typestore = typestore_with_ours()
         except (BagError, RuntimeError, ValueError) as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.configure_failed(f'{error}')
             return TransitionCallbackReturn.FAILURE
         if not self._wanted:
             self.get_logger().error('configure failed: no topics to record')

@@ -90,7 +90,7 @@ class StorageNode(TspaceLifecycleNode):
                 max_age_s=p['max_age_s'], spec=spec)
             pool = open_pool(config)
         except (StorageError, ValueError) as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.configure_failed(f'{error}')
             return TransitionCallbackReturn.FAILURE
         self._pool, self._rejected, self._last_problem = pool, 0, ''
         stats = pool.stats()

@@ -124,7 +124,7 @@ class TrainerNode(TspaceLifecycleNode):
             core = self._build_core()
             source = self._build_source(core)
         except (ValueError, OSError, RuntimeError) as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.configure_failed(f'{error}')
             return TransitionCallbackReturn.FAILURE
         core.set_source(source)
         self._core = core

@@ -195,7 +195,7 @@ class VehicleBridgeNode(TspaceLifecycleNode):
         The status repeats until a configure succeeds, so a monitor that starts
         later (rqt_robot_monitor, the lifecycle manager's aggregator) sees it too.
         """
-        self.get_logger().error(f'configure failed: {cause}')
+        self.configure_failed(f'{cause}')
         self._failure = cause[:500]
         if self._failure_timer is None:
             self._failure_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)

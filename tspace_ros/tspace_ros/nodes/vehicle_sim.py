@@ -245,7 +245,7 @@ class VehicleSim(TspaceLifecycleNode):
             errors.append(f"parameter 'can_interface': {error}")
         if errors:
             for message in errors:
-                self.get_logger().error(f'configure failed: {message}')
+                self.configure_failed(f'{message}')
             if bus is not None:
                 self._shutdown_bus(bus)
             return TransitionCallbackReturn.FAILURE

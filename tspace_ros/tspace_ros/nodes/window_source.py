@@ -58,7 +58,7 @@ class WindowSource(TspaceLifecycleNode):
                 episode_id=p['episode_id'], sample_rate_hz=p['sample_rate_hz'],
                 samples_per_window=p['samples_per_window'], seed=p['seed'])
         except ValueError as error:
-            self.get_logger().error(f'configure failed: {error}')
+            self.configure_failed(f'{error}')
             return TransitionCallbackReturn.FAILURE
         self._period_s = p['publish_period_s'] or p['samples_per_window'] / p['sample_rate_hz']
         self._publisher = self.create_lifecycle_publisher(
