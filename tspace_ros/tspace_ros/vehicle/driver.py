@@ -32,6 +32,41 @@ from tspace_ros.vehicle.parameters import BrakeParameters, DriverParameters, GRA
 from tspace_ros.vehicle.vcu import Vcu
 
 
+class DemandToPedals:
+    """
+    Steps 4 and 5 of the module doc: an acceleration demand to pedal and brake commands.
+
+    The demand becomes an axle torque with the van's nominal inertia, rolling
+    resistance and drag (no grade); ``vcu.pedal_for_torque`` of the VCU given
+    (the current map for the PI driver, the default map's feel for the dyno
+    driver) finds the pedal, and below its lift-off torque the brakes take the
+    rest. Shared by both drivers.
+    """
+
+    def __init__(self, vehicle: LongitudinalVehicle, brakes: BrakeParameters):
+        """Take the van's nominal road load and its brakes."""
+        body = vehicle.body
+        self._mass_kg = vehicle.equivalent_mass_kg
+        self._radius_m = body.wheel_radius_m
+        self._rolling_n = body.rolling_resistance_coefficient * body.test_mass_kg * GRAVITY_M_S2
+        self._aero = vehicle.aero_n_per_m2_s2
+        self._force_per_bar = brakes.force_per_bar_n
+        self._max_bar = brakes.max_pressure_bar
+
+    def commands(self, acceleration_m_s2: float, speed_m_s: float,
+                 vcu: Vcu) -> Tuple[float, float]:
+        """Return (pedal 0..1, brake bar) that ask for this acceleration at this speed."""
+        force = self._mass_kg * acceleration_m_s2 + self._aero * speed_m_s * speed_m_s
+        if speed_m_s > 0.0 or force > 0.0:
+            force += self._rolling_n
+        torque = force * self._radius_m
+        pedal_command, lift_off_nm = vcu.pedal_for_torque(speed_m_s * 3.6, torque)
+        if pedal_command > 0.0:
+            return pedal_command, 0.0
+        brake_command = (lift_off_nm - torque) / (self._radius_m * self._force_per_bar)
+        return pedal_command, self._max_bar if brake_command > self._max_bar else brake_command
+
+
 class Driver:
     """
     A PI driver with preview feed-forward through the inverted torque map.
@@ -52,12 +87,7 @@ class Driver:
         self.params = params
         self.trace = trace
         self.vcu = vcu
-        body = vehicle.body
-        self._mass_kg = vehicle.equivalent_mass_kg
-        self._radius_m = body.wheel_radius_m
-        self._rolling_n = body.rolling_resistance_coefficient * body.test_mass_kg * GRAVITY_M_S2
-        self._aero = vehicle.aero_n_per_m2_s2
-        self._force_per_bar = brakes.force_per_bar_n
+        self.demand = DemandToPedals(vehicle, brakes)
         self._max_bar = brakes.max_pressure_bar
         self._standstill_m_s = params.standstill_speed_kph / 3.6
         self._delay_steps = int(round(params.reaction_time_s / step_s))
@@ -103,17 +133,8 @@ class Driver:
             elif integral_term < -p.integral_limit_m_s2:
                 integral_term = -p.integral_limit_m_s2
             acceleration = feed_forward + p.speed_gain_per_s * error + integral_term
-            force = self._mass_kg * acceleration + self._aero * speed_m_s * speed_m_s
-            if speed_m_s > 0.0 or force > 0.0:
-                force += self._rolling_n
-            torque = force * self._radius_m
-            pedal_command, lift_off_nm = self.vcu.pedal_for_torque(speed_m_s * 3.6, torque)
-            if pedal_command > 0.0:
-                brake_command = 0.0
-            else:
-                brake_command = (lift_off_nm - torque) / (self._radius_m * self._force_per_bar)
-                if brake_command > self._max_bar:
-                    brake_command = self._max_bar
+            pedal_command, brake_command = self.demand.commands(acceleration, speed_m_s,
+                                                                self.vcu)
             saturated = (pedal_command >= 1.0 and error > 0.0) or \
                 (brake_command >= self._max_bar and error < 0.0)
             if not saturated:

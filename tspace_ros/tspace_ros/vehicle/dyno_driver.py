@@ -45,8 +45,9 @@ import math
 from typing import Tuple
 
 from tspace_ros.vehicle.cycles import SpeedTrace
+from tspace_ros.vehicle.driver import DemandToPedals
 from tspace_ros.vehicle.longitudinal import LongitudinalVehicle
-from tspace_ros.vehicle.parameters import BrakeParameters, DriverParameters, GRAVITY_M_S2
+from tspace_ros.vehicle.parameters import BrakeParameters, DriverParameters
 from tspace_ros.vehicle.vcu import Vcu
 
 
@@ -133,13 +134,7 @@ class DynoDriver:
         # of ``vcu`` is never read here (the van's response to it is what is perceived).
         self.feel = Vcu(vcu.default_map, vcu.motor, vcu.driveline)
         self.band = ToleranceBand(trace, p.dyno_band_speed_kph, p.dyno_band_time_s)
-        body = vehicle.body
-        self._mass_kg = vehicle.equivalent_mass_kg
-        self._radius_m = body.wheel_radius_m
-        self._rolling_n = body.rolling_resistance_coefficient * body.test_mass_kg * GRAVITY_M_S2
-        self._aero = vehicle.aero_n_per_m2_s2
-        self._force_per_bar = brakes.force_per_bar_n
-        self._max_bar = brakes.max_pressure_bar
+        self.demand = DemandToPedals(vehicle, brakes)
         self._standstill_m_s = p.standstill_speed_kph / 3.6
         self._threshold_m_s = p.dyno_speed_threshold_kph / 3.6
         self._release_m_s = p.dyno_speed_release_kph / 3.6
@@ -238,18 +233,8 @@ class DynoDriver:
                 -limit if correction < -limit else correction
             self.acceleration_correction_m_s2 = correction
             # 6. Demand -> axle torque -> pedal by the default map's feel (or brake).
-            force = self._mass_kg * (wanted + correction) + \
-                self._aero * perceived * perceived
-            if perceived > 0.0 or force > 0.0:
-                force += self._rolling_n
-            torque = force * self._radius_m
-            pedal_command, lift_off_nm = self.feel.pedal_for_torque(perceived * 3.6, torque)
-            if pedal_command > 0.0:
-                brake_command = 0.0
-            else:
-                brake_command = (lift_off_nm - torque) / (self._radius_m * self._force_per_bar)
-                if brake_command > self._max_bar:
-                    brake_command = self._max_bar
+            pedal_command, brake_command = self.demand.commands(wanted + correction,
+                                                                perceived, self.feel)
         self._wanted[slot] = wanted
         self.wanted_acceleration_m_s2 = wanted
         # 7. A smooth foot: first-order lag, then the rate limits.
