@@ -28,8 +28,37 @@ RECURRENT_TD3_OPTIONS = {'twin_critics': True, 'policy_delay': 2, 'target_noise'
 _DDPG_TUPLE_FIELDS = ('actor_units', 'critic_state_units', 'critic_action_units', 'critic_units')
 
 
+class _AgentConfig:
+    """What both config dataclasses share: the common checks, and JSON in and out."""
+
+    def _check_shared(self, tuple_fields) -> None:
+        """Turn list fields (from JSON) into tuples; check the fields both configs have."""
+        for name in tuple_fields:
+            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
+        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
+            raise ValueError('learning rates and batch_size must be positive')
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError('grad_clip_norm must be positive or None')
+        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
+            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
+        self.policy_delay = int(self.policy_delay)
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the config as JSON-able values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]):
+        """Build a config from ``to_dict`` output (unknown keys are an error)."""
+        return cls(**values)
+
+
 @dataclasses.dataclass
-class DdpgConfig:
+class DdpgConfig(_AgentConfig):
     """
     Every DDPG hyperparameter, with tspace's value where it had one.
 
@@ -78,14 +107,7 @@ class DdpgConfig:
 
     def __post_init__(self):
         """Check ranges; turn list fields (from JSON) back into tuples."""
-        for name in _DDPG_TUPLE_FIELDS:
-            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
-        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
-            raise ValueError('learning rates and batch_size must be positive')
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise ValueError('grad_clip_norm must be positive or None')
+        self._check_shared(_DDPG_TUPLE_FIELDS)
         if self.critic_loss not in CRITIC_LOSSES:
             raise ValueError(f'critic_loss must be one of {CRITIC_LOSSES}, got '
                              f'{self.critic_loss!r}')
@@ -93,20 +115,6 @@ class DdpgConfig:
                 self.target_noise < 0 or self.target_noise_clip < 0:
             raise ValueError('huber_delta must be positive; preactivation_penalty, '
                              'target_noise and target_noise_clip >= 0')
-        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
-            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
-        self.policy_delay = int(self.policy_delay)
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Return the config as JSON-able values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> 'DdpgConfig':
-        """Build a config from ``to_dict`` output (unknown keys are an error)."""
-        return cls(**values)
 
 
 # tspace's (and the DDPG paper's) final-layer initialisation range of the actor.
@@ -115,7 +123,7 @@ _RDPG_TUPLE_FIELDS = ('actor_lstm_units', 'critic_lstm_units', 'critic_head_unit
 
 
 @dataclasses.dataclass
-class RdpgConfig:
+class RdpgConfig(_AgentConfig):
     """
     Every RDPG hyperparameter, with tspace's value where it had one.
 
@@ -162,19 +170,12 @@ class RdpgConfig:
 
     def __post_init__(self):
         """Check ranges; turn list fields (from JSON) back into tuples."""
-        for name in _RDPG_TUPLE_FIELDS:
-            setattr(self, name, tuple(int(u) for u in getattr(self, name)))
-        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ValueError('need 0 <= gamma <= 1 and 0 < tau <= 1')
-        if self.actor_lr <= 0 or self.critic_lr <= 0 or self.batch_size < 1:
-            raise ValueError('learning rates and batch_size must be positive')
+        self._check_shared(_RDPG_TUPLE_FIELDS)
         if not 1 <= self.tbptt_k1 <= self.tbptt_k2:
             raise ValueError(f'need 1 <= tbptt_k1 <= tbptt_k2, got {self.tbptt_k1}, '
                              f'{self.tbptt_k2}')
         if self.max_sequence_length is not None and self.max_sequence_length < 1:
             raise ValueError('max_sequence_length must be positive or None')
-        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
-            raise ValueError('grad_clip_norm must be positive or None')
         if not self.actor_lstm_units or not self.critic_lstm_units:
             raise ValueError('actor and critic need at least one LSTM layer')
         if min(self.actor_lstm_units + self.critic_lstm_units + self.critic_head_units
@@ -182,17 +183,3 @@ class RdpgConfig:
             raise ValueError('layer sizes must be positive')
         if self.target_noise < 0 or self.target_noise_clip < 0:
             raise ValueError('target_noise and target_noise_clip must be >= 0')
-        if int(self.policy_delay) != self.policy_delay or self.policy_delay < 1:
-            raise ValueError(f'policy_delay must be an integer >= 1, got {self.policy_delay!r}')
-        self.policy_delay = int(self.policy_delay)
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f'noise must be one of {NOISE_KINDS}, got {self.noise!r}')
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Return the config as JSON-able values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> 'RdpgConfig':
-        """Build a config from ``to_dict`` output (unknown keys are an error)."""
-        return cls(**values)
