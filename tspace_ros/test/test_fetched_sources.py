@@ -1,5 +1,6 @@
 """Sources that fetch batches from a pool elsewhere: uniform draws, checked data, named errors."""
 
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -83,3 +84,31 @@ def test_a_failing_or_wrong_fetch_is_a_fetch_error_naming_it():
         FetchedRecords(lambda kind, size: ([record] * size, 9), S, A, 1).sample(4)
     with pytest.raises(FetchError, match='asked for 4 records, got 2'):
         FetchedRecords(lambda kind, size: ([record] * 2, 9), S, A, 1).sample(4)
+
+
+class _Row:
+    """A record-like row as a hostile or broken service could send it."""
+
+    def __init__(self, state, action, reward, next_state, done):
+        self.state, self.action, self.reward = state, action, reward
+        self.next_state, self.done = next_state, done
+
+
+_values = st.floats(allow_nan=True, allow_infinity=True, width=32)
+_vectors = st.lists(_values, min_size=0, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.builds(_Row, _vectors, _vectors, _values, _vectors,
+                               st.sampled_from([0.0, 1.0])), min_size=1, max_size=6),
+       available=st.integers(0, 100))
+def test_property_a_fetched_batch_is_whole_and_finite_or_a_fetch_error(rows, available):
+    def fetch(kind, size):
+        return [rows[i % len(rows)] for i in range(size)], available
+    try:
+        batch = FetchedRecords(fetch, S, A, prefetch_batches=1).sample(3)
+    except FetchError:
+        return
+    assert batch['state'].shape == (3, S) and batch['action'].shape == (3, A)
+    assert batch['reward'].shape == (3,) and batch['next_state'].shape == (3, S)
+    assert all(np.all(np.isfinite(v)) for v in batch.values())

@@ -39,6 +39,14 @@ class FetchError(RuntimeError):
     """The pool could not be sampled (service down, refused, or wrong data)."""
 
 
+def _stack(name: str, values) -> np.ndarray:
+    """Return values as one float32 array; FetchError if they do not make one (ragged, text)."""
+    try:
+        return np.asarray(values, np.float32)
+    except (TypeError, ValueError) as error:
+        raise FetchError(f'fetched {name} is malformed: {error}') from None
+
+
 def _check(name: str, array: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
     if array.shape != shape:
         raise FetchError(f'fetched {name} has shape {array.shape}, expected {shape}')
@@ -114,11 +122,11 @@ class FetchedRecords(_Fetched):
             raise FetchError('the pool holds no transitions')
         n, s, a = len(records), self.state_dim, self.action_dim
         rows = {
-            'state': np.asarray([r.state for r in records], np.float32),
-            'action': np.asarray([r.action for r in records], np.float32),
-            'reward': np.asarray([r.reward for r in records], np.float32),
-            'next_state': np.asarray([r.next_state for r in records], np.float32),
-            'done': np.asarray([r.done for r in records], np.float32),
+            'state': _stack('state', [r.state for r in records]),
+            'action': _stack('action', [r.action for r in records]),
+            'reward': _stack('reward', [r.reward for r in records]),
+            'next_state': _stack('next_state', [r.next_state for r in records]),
+            'done': _stack('done', [r.done for r in records]),
         }
         shapes = {'state': (n, s), 'action': (n, a), 'reward': (n,), 'next_state': (n, s),
                   'done': (n,)}
@@ -149,10 +157,7 @@ class FetchedEpisodes(_Fetched):
 
     def _arrays(self, transitions: List[Any]):
         n, s, a = len(transitions), self.state_dim, self.action_dim
-        return (_check('state', np.asarray([t.state for t in transitions], np.float32), (n, s)),
-                _check('action', np.asarray([t.action for t in transitions], np.float32),
-                       (n, a)),
-                _check('reward', np.asarray([t.reward for t in transitions], np.float32), (n,)),
-                _check('next_state', np.asarray([t.next_state for t in transitions],
-                                                np.float32), (n, s)),
-                _check('done', np.asarray([t.done for t in transitions], np.float32), (n,)))
+        shapes = {'state': (n, s), 'action': (n, a), 'reward': (n,), 'next_state': (n, s),
+                  'done': (n,)}
+        return tuple(_check(key, _stack(key, [getattr(t, key) for t in transitions]), shape)
+                     for key, shape in shapes.items())
